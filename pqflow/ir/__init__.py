@@ -1,0 +1,90 @@
+"""The integer dataflow IR: types, ops, graphs, verifier, JSON form and printer.
+
+It depends on numpy only; it knows nothing of torch, Amaranth or C++.
+"""
+
+from .graph import Graph, GraphBuilder, Node, Value, infer_node, verify
+from .numeric import apply_overflow, dequantize, quantize_float, round_shift
+from .ops import (
+    OPS,
+    Add,
+    AvgPool2d,
+    BinaryConv2d,
+    BinaryDense,
+    Conv2d,
+    Dense,
+    Dequantize,
+    Flatten,
+    MaxPool2d,
+    MultiThreshold,
+    Op,
+    Quantize,
+    ReLU,
+    Requant,
+    Reshape,
+)
+from .printer import format_graph, format_node
+from .serialize import from_json, load, save, to_json
+from .tensor import Pattern, Sparsity, Weight
+from .types import (
+    MAX_WIDTH,
+    Bipolar,
+    DType,
+    Fixed,
+    Float,
+    IRError,
+    Overflow,
+    Rounding,
+    TensorType,
+    bits_for,
+    value_range,
+)
+
+__all__ = [
+    "MAX_WIDTH",
+    "OPS",
+    "Add",
+    "AvgPool2d",
+    "BinaryConv2d",
+    "BinaryDense",
+    "Bipolar",
+    "Conv2d",
+    "DType",
+    "Dense",
+    "Dequantize",
+    "Fixed",
+    "Flatten",
+    "Float",
+    "Graph",
+    "GraphBuilder",
+    "IRError",
+    "MaxPool2d",
+    "MultiThreshold",
+    "Node",
+    "Op",
+    "Overflow",
+    "Pattern",
+    "Quantize",
+    "ReLU",
+    "Requant",
+    "Reshape",
+    "Rounding",
+    "Sparsity",
+    "TensorType",
+    "Value",
+    "Weight",
+    "apply_overflow",
+    "bits_for",
+    "dequantize",
+    "format_graph",
+    "format_node",
+    "from_json",
+    "infer_node",
+    "load",
+    "quantize_float",
+    "round_shift",
+    "save",
+    "to_json",
+    "value_range",
+    "verify",
+]
