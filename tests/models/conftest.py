@@ -1,0 +1,40 @@
+"""Session fixtures: the digits split and the models trained once per test session.
+
+Checkpoints are cached under pytest's tmp_path_factory, never in the repository.
+"""
+
+import copy
+
+import pytest
+
+from pqflow.models import (
+    load_digits_split,
+    prune_and_finetune,
+    quantize_mlp,
+    train_or_load,
+)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_digits_split()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def float_mlp(digits, model_cache):
+    return train_or_load("mlp", digits.x_train, digits.y_train, cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def q_mlp(float_mlp, digits):
+    return quantize_mlp(float_mlp, digits.x_train)
+
+
+@pytest.fixture(scope="session")
+def sparse_mlp(float_mlp, digits):
+    return prune_and_finetune(copy.deepcopy(float_mlp), digits.x_train, digits.y_train, 0.8)
