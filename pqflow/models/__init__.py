@@ -4,6 +4,7 @@ Everything here depends on torch; nothing here knows about hardware.
 """
 
 from .data import Split, load_digits_split
+from .lower import lower, lower_mlp
 from .quant import (
     QuantizedMLP,
     QuantLayer,
@@ -25,6 +26,8 @@ __all__ = [
     "build",
     "evaluate",
     "load_digits_split",
+    "lower",
+    "lower_mlp",
     "mlp",
     "predict",
     "prune_and_finetune",
