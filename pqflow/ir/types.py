@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ..errors import UserError
+
 MAX_WIDTH = 62
 """The widest raw any value may have: products and sums of raws stay inside int64."""
 
 
-class IRError(ValueError):
+class IRError(UserError, ValueError):
     """A graph, op, type or IR file that breaks the IR's rules; the message says where and why."""
 
 

@@ -1,0 +1,174 @@
+"""Flow configuration: a TOML file read into frozen dataclasses, every key checked.
+
+Example (``examples/digits_mlp.toml``)::
+
+    [model]
+    name = "mlp"          # a model of pqflow.models.zoo
+    dataset = "digits"
+
+    [train]
+    epochs = 40
+    seed = 0
+
+    [compress]
+    weight_bits = 8       # fixed-point, power-of-two scales
+    act_bits = 8
+    sparsity = 0.0        # global L1 element pruning before quantization
+
+    [hardware]
+    style = "unrolled"
+
+    [verify]
+    simulator = "verilator"   # or "icarus"
+    vectors = 0               # 0 = the whole test split
+    stall_prob = 0.3
+    backpressure_prob = 0.3
+
+Unknown sections or keys, and values of the wrong type or range, are errors that name
+the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    """A flow configuration that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    dataset: str = "digits"
+
+    def check(self) -> None:
+        if self.dataset != "digits":
+            raise ConfigError(f"[model] dataset: '{self.dataset}' is not known (known: digits)")
+        if self.name != "mlp":
+            raise ConfigError(f"[model] name: '{self.name}' is not supported by the flow yet (mlp)")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = 40
+    seed: int = 0
+    finetune_epochs: int = 20
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"[train] epochs must be at least 1, not {self.epochs}")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"[train] finetune_epochs must be >= 0, not {self.finetune_epochs}")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    weight_bits: int = 8
+    act_bits: int = 8
+    sparsity: float = 0.0
+
+    def check(self) -> None:
+        for k in ("weight_bits", "act_bits"):
+            v = getattr(self, k)
+            if not 2 <= v <= 16:
+                raise ConfigError(f"[compress] {k} must be from 2 to 16, not {v}")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ConfigError(f"[compress] sparsity must be in [0, 1), not {self.sparsity}")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    style: str = "unrolled"
+    top: str = "pqflow_top"
+
+    def check(self) -> None:
+        if self.style != "unrolled":
+            raise ConfigError(f"[hardware] style: '{self.style}' is not available yet (unrolled)")
+        if not self.top.isidentifier():
+            raise ConfigError(f"[hardware] top: '{self.top}' is not a Verilog identifier")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    simulator: str = "verilator"
+    vectors: int = 0
+    stall_prob: float = 0.3
+    backpressure_prob: float = 0.3
+    seed: int = 0
+    enabled: bool = True
+
+    def check(self) -> None:
+        if self.simulator not in ("verilator", "icarus"):
+            raise ConfigError(
+                f"[verify] simulator: '{self.simulator}' is not known (verilator or icarus)"
+            )
+        if self.vectors < 0:
+            raise ConfigError(f"[verify] vectors must be >= 0 (0 = all), not {self.vectors}")
+        for k in ("stall_prob", "backpressure_prob"):
+            v = getattr(self, k)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"[verify] {k} must be in [0, 1), not {v}")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+    def check(self) -> FlowConfig:
+        for f in fields(self):
+            getattr(self, f.name).check()
+        return self
+
+
+def _section(cls, name: str, raw: object):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        if k not in known:
+            raise ConfigError(f"[{name}] {k}: unknown key (known: {', '.join(known)})")
+        default = getattr(cls(), k)
+        want = type(default)
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if type(v) is not want:
+            raise ConfigError(
+                f"[{name}] {k}: expected {want.__name__}, got {type(v).__name__} {v!r}"
+            )
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def parse_config(doc: dict) -> FlowConfig:
+    sections = {f.name: f for f in fields(FlowConfig)}
+    kwargs = {}
+    for name, raw in doc.items():
+        if name not in sections:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(sections)})")
+        kwargs[name] = _section(sections[name].default_factory, name, raw)
+    return FlowConfig(**kwargs).check()
+
+
+def load_config(path: str | Path) -> FlowConfig:
+    """Read and check a flow TOML file; ConfigError names the file and the key."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    try:
+        return parse_config(doc)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
