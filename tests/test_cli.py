@@ -1,0 +1,122 @@
+"""The command line: one-line errors with exit code 2, no partial output, real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pqflow import ir
+
+
+def pqflow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pqflow.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def small_graph() -> ir.Graph:
+    rng = np.random.default_rng(0)
+    b = ir.GraphBuilder("tiny")
+    x = b.input("x", ir.Float(), (64,))
+    q = b.add(ir.Quantize(ir.Fixed(8, 7, False)), x, name="quant")
+    w = ir.Weight(rng.integers(-128, 128, (10, 64)), ir.Fixed(8, 6))
+    b.add(ir.Dense(w), q, name="fc0")
+    return b.build("fc0")
+
+
+def one_line_error(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+def test_show_prints_every_node(tmp_path):
+    f = tmp_path / "g.ir.json"
+    ir.save(small_graph(), f)
+    p = pqflow("show", str(f))
+    assert p.returncode == 0, p.stderr
+    assert "quant: u8f7[64] = Quantize(x" in p.stdout
+    assert "fc0: " in p.stdout and "Dense(quant" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "edit, expect",
+    [
+        (lambda s: s[: len(s) // 2], "not valid JSON"),
+        (
+            lambda s: s.replace('"width": 8', '"width": 0', 1),
+            "width must be an integer from 1 to 62",
+        ),
+        (
+            lambda s: s.replace('"width": 8', '"width": 63', 1),
+            "width must be an integer from 1 to 62",
+        ),
+        (lambda s: s.replace('"version": 1', '"version": 7'), "IR version 7 is not supported"),
+        (lambda s: s.replace('"op": "Dense"', '"op": "Densse"'), "unknown op 'Densse'"),
+        # a weight of 300 does not fit its declared 8-bit type
+        (lambda s: s.replace('"data": [', '"data": [300, ', 1).replace(", 0]", "]", 1), None),
+    ],
+)
+def test_bad_ir_file_is_one_line_exit_2(tmp_path, edit, expect):
+    f = tmp_path / "g.ir.json"
+    ir.save(small_graph(), f)
+    bad = edit(f.read_text())
+    f.write_text(bad)
+    line = one_line_error(pqflow("show", str(f)))
+    assert str(f) in line
+    if expect:
+        assert expect in line
+
+
+def test_weight_out_of_range_names_node(tmp_path):
+    f = tmp_path / "g.ir.json"
+    ir.save(small_graph(), f)
+    doc = json.loads(f.read_text())
+    doc["nodes"][1]["attrs"]["weight"]["data"][0] = 300
+    f.write_text(json.dumps(doc))
+    line = one_line_error(pqflow("show", str(f)))
+    assert "Dense 'fc0'" in line and "do not fit s8f6" in line
+
+
+def test_missing_file_and_bad_config(tmp_path):
+    line = one_line_error(pqflow("show", str(tmp_path / "nope.json")))
+    assert "no such file" in line
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[compress]\nweight_bit = 8\n")
+    line = one_line_error(pqflow("flow", str(cfg), "-o", str(tmp_path / "out")))
+    assert "[compress] weight_bit: unknown key" in line
+    assert not (tmp_path / "out").exists()
+    cfg.write_text("[compress]\nweight_bits = 99\n")
+    line = one_line_error(pqflow("flow", str(cfg), "-o", str(tmp_path / "out")))
+    assert "weight_bits must be from 2 to 16" in line
+
+
+def test_existing_output_folder_is_refused_and_kept(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    cfg = Path(__file__).parents[1] / "examples" / "digits_mlp.toml"
+    line = one_line_error(pqflow("flow", str(cfg), "-o", str(out)))
+    assert "exists" in line and "--force" in line
+    assert (out / "mine.txt").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_run_reports_accuracy_json(tmp_path):
+    f = tmp_path / "g.ir.json"
+    ir.save(small_graph(), f)
+    p = pqflow("run", str(f), "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["samples"] == 360 and 0.0 <= res["accuracy"] <= 1.0
