@@ -30,7 +30,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -213,10 +212,10 @@ def unpack_payload(words: Sequence[int], n: int, width: int, signed: bool) -> np
     raw = np.frombuffer(buf, dtype=np.uint8).reshape(len(words), nbytes)
     bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :nbits].reshape(len(words), n, width)
     u = (bits.astype(np.uint64) << np.arange(width, dtype=np.uint64)).sum(axis=2, dtype=np.uint64)
-    out = u.astype(np.int64)
-    if signed and width < 64:
-        out = np.where(out >= (1 << (width - 1)), out - (1 << width), out)
-    return out
+    if not signed:
+        return u.astype(np.int64)
+    shift = np.uint64(64 - width)  # sign-extend: move the sign bit to bit 63 and back
+    return (u << shift).view(np.int64) >> shift.astype(np.int64)
 
 
 # -- building ---------------------------------------------------------------------------
@@ -227,6 +226,8 @@ def _build_args(sim: str) -> list[str]:
 
 
 def _design_key(verilog: str, top: str, sim: str, build_args: Sequence[str]) -> str:
+    import cocotb_tools.config
+
     ident = {
         "verilog": verilog,
         "top": top,
@@ -235,7 +236,8 @@ def _design_key(verilog: str, top: str, sim: str, build_args: Sequence[str]) -> 
         "cocotb": importlib.metadata.version("cocotb"),
         "build_args": list(build_args),
         "timescale": list(TIMESCALE),
-        "python": sys.executable,
+        # the Verilator executable links cocotb's VPI library by absolute path
+        "cocotb_libs": str(cocotb_tools.config.libs_dir),
     }
     blob = json.dumps(ident, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
