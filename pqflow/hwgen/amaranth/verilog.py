@@ -1,0 +1,123 @@
+"""Deterministic Verilog for a chain graph: ``generate_verilog(graph) -> VerilogDesign``.
+
+The module's ports (names as Amaranth emits them):
+
+==============  ====  ==========================================================
+``clk``         in    clock, rising edge
+``rst``         in    synchronous reset, active high
+``i__valid``    in    an input vector is offered
+``i__ready``    out   the input vector is taken on this edge (when valid)
+``i__payload``  in    ``in_count`` raws, element k at bits [k*in_width, (k+1)*in_width)
+``o__valid``    out   an output vector is offered
+``o__ready``    in    the output vector is taken on this edge (when valid)
+``o__payload``  out   ``out_count`` raws, element k at bits [k*out_width, (k+1)*out_width)
+==============  ====  ==========================================================
+
+Raws are two's complement when signed. ``latency`` is the number of cycles from the
+edge an input is taken to the cycle its output is first offered, without stalls.
+Same graph and options give the same bytes (``emit_src=False``, no timestamps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.back import verilog
+
+from ...ir import Graph
+from .top import DataflowTop, UnrolledOptions
+
+__all__ = ["STYLES", "VerilogDesign", "generate_verilog"]
+
+STYLES = ("unrolled",)
+"""Hardware styles ``generate_verilog`` implements (``folded`` and ``sparse`` are to come)."""
+
+
+@dataclass(frozen=True)
+class VerilogDesign:
+    """Generated Verilog and what a test bench needs to drive it (see the module docstring)."""
+
+    text: str
+    top: str
+    in_width: int
+    in_signed: bool
+    in_count: int
+    out_width: int
+    out_signed: bool
+    out_count: int
+    latency: int
+    in_frac: int = 0
+    out_frac: int = 0
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the text: a key for build caches."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def pack_input(self, raws) -> int:
+        """One input vector of raws as the integer on ``i__payload``."""
+        return _pack(raws, self.in_width, self.in_count)
+
+    def unpack_output(self, word: int) -> np.ndarray:
+        """The integer on ``o__payload`` as an int64 vector of raws."""
+        return _unpack(word, self.out_width, self.out_signed, self.out_count)
+
+    def unpack_input(self, word: int) -> np.ndarray:
+        return _unpack(word, self.in_width, self.in_signed, self.in_count)
+
+    def pack_output(self, raws) -> int:
+        return _pack(raws, self.out_width, self.out_count)
+
+
+def _pack(raws, width: int, count: int) -> int:
+    values = [int(v) for v in np.asarray(raws).reshape(-1)]
+    if len(values) != count:
+        raise ValueError(f"expected {count} raws, got {len(values)}")
+    mask, word = (1 << width) - 1, 0
+    for k, v in enumerate(values):
+        word |= (v & mask) << (k * width)
+    return word
+
+
+def _unpack(word: int, width: int, signed: bool, count: int) -> np.ndarray:
+    mask = (1 << width) - 1
+    out = np.empty(count, dtype=np.int64)
+    for k in range(count):
+        v = (int(word) >> (k * width)) & mask
+        if signed and v >> (width - 1):
+            v -= 1 << width
+        out[k] = v
+    return out
+
+
+def generate_verilog(
+    graph: Graph, style: str = "unrolled", name: str = "pqflow_top", **options
+) -> VerilogDesign:
+    """Verilog for the integer part of a chain graph (see ``DataflowTop``).
+
+    ``options`` are the fields of the style's options (``UnrolledOptions`` for
+    ``unrolled``). Raises ValueError for an unknown style, TypeError for an unknown
+    option, NotImplementedError naming the node for an op the style lacks.
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a Verilog identifier, not {name!r}")
+    top = DataflowTop(graph, UnrolledOptions.from_kwargs(options))
+    text = verilog.convert(top, name=name, emit_src=False)
+    it, ot = top.in_type, top.out_type
+    return VerilogDesign(
+        text=text,
+        top=name,
+        in_width=it.dtype.width,
+        in_signed=bool(it.dtype.signed),
+        in_count=it.size,
+        out_width=ot.dtype.width,
+        out_signed=bool(ot.dtype.signed),
+        out_count=ot.size,
+        latency=top.latency,
+        in_frac=it.dtype.frac,
+        out_frac=ot.dtype.frac,
+    )
