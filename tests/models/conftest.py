@@ -38,3 +38,14 @@ def q_mlp(float_mlp, digits):
 @pytest.fixture(scope="session")
 def sparse_mlp(float_mlp, digits):
     return prune_and_finetune(copy.deepcopy(float_mlp), digits.x_train, digits.y_train, 0.8)
+
+
+@pytest.fixture(scope="session")
+def digits_image():
+    return load_digits_split(image=True)
+
+
+@pytest.fixture(scope="session")
+def float_cnn(digits_image, model_cache):
+    """The zoo ``cnn`` trained with the default ``TrainConfig`` (~7 s on one thread)."""
+    return train_or_load("cnn", digits_image.x_train, digits_image.y_train, cache_dir=model_cache)
