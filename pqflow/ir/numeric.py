@@ -58,7 +58,10 @@ def quantize_float(x: np.ndarray, to: Fixed, rounding: Rounding, overflow: Overf
     if rounding == Rounding.FLOOR:
         r = np.floor(v)
     elif rounding == Rounding.HALF_UP:
-        r = np.floor(v + 0.5)
+        # not floor(v + 0.5): that sum rounds (0.49999999999999994 -> 1, 2**52 + 1 -> +2).
+        # A non-integer v has |v| < 2**52, so f + 0.5 is exact there.
+        f = np.floor(v)
+        r = f + ((v != f) & (v >= f + 0.5))
     elif rounding == Rounding.HALF_EVEN:
         r = np.rint(v)
     else:
