@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pqflow.ir import Float, Graph, IRError, TensorType, verify
+from pqflow.ir import Float, Graph, TensorType, verify
 
 from .numba_ops import GEMM_PATHS, VIEW_OPS, Options, kernel
 
