@@ -384,62 +384,65 @@ def run_stream(
     n_vec, n_in = xs.shape
     n_out = ys.shape[1]
 
-    with contextlib.ExitStack() as stack:
-        if run_dir is None:
-            rdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pqflow-run-")))
-        else:
-            rdir = Path(run_dir).expanduser().resolve()
-            rdir.mkdir(parents=True, exist_ok=True)
-        result_path = rdir / "result.json"
-        result_path.unlink(missing_ok=True)
-        job = {
-            "in_words": [format(w, "x") for w in pack_payload(xs, in_width)],
-            "in_bits": n_in * in_width,
-            "out_bits": n_out * out_width,
-            "seed": int(seed),
-            "stall_prob": float(stall_prob),
-            "backpressure_prob": float(backpressure_prob),
-            "timing_vectors": int(timing_vectors),
-            "timeout_cycles": int(timeout_cycles),
-            "drain_cycles": int(drain_cycles),
-            "ports": dataclasses.asdict(ports),
-            "result_path": str(result_path),
-        }
-        job_path = rdir / "job.json"
-        job_path.write_text(json.dumps(job))
-        log = rdir / "sim.log"
-        results_xml = rdir / "results.xml"
-        from cocotb_tools.check_results import get_results
-        from cocotb_tools.runner import get_runner
+    if run_dir is None:
+        rdir = Path(tempfile.mkdtemp(prefix="pqflow-run-"))  # kept only when the bench fails
+    else:
+        rdir = Path(run_dir).expanduser().resolve()
+        rdir.mkdir(parents=True, exist_ok=True)
+    result_path = rdir / "result.json"
+    result_path.unlink(missing_ok=True)
+    job = {
+        "in_words": [format(w, "x") for w in pack_payload(xs, in_width)],
+        "in_bits": n_in * in_width,
+        "out_bits": n_out * out_width,
+        "seed": int(seed),
+        "stall_prob": float(stall_prob),
+        "backpressure_prob": float(backpressure_prob),
+        "timing_vectors": int(timing_vectors),
+        "timeout_cycles": int(timeout_cycles),
+        "drain_cycles": int(drain_cycles),
+        "ports": dataclasses.asdict(ports),
+        "result_path": str(result_path),
+    }
+    job_path = rdir / "job.json"
+    job_path.write_text(json.dumps(job))
+    log = rdir / "sim.log"
+    results_xml = rdir / "results.xml"
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
 
-        find_simulator(build.sim)
-        t0 = time.perf_counter()
-        try:
-            with _outside_pytest():
-                runner = get_runner(build.sim)
-                runner.test(
-                    test_module=_TB_MODULE,
-                    hdl_toplevel=build.top,
-                    hdl_toplevel_lang="verilog",
-                    build_dir=build.build_dir,
-                    test_dir=rdir,
-                    results_xml=str(results_xml),
-                    extra_env={"PQFLOW_STREAM_JOB": str(job_path)},
-                    seed=int(seed),
-                    log_file=log,
-                )
-            n_tests, n_failed = get_results(results_xml)
-        except (RuntimeError, SystemExit) as exc:
-            raise SimulationError(
-                f"{build.sim} run of {build.top!r} crashed ({exc}); log {log}:\n{_log_tail(log)}"
-            ) from None
-        sim_seconds = time.perf_counter() - t0
-        if n_failed or not result_path.is_file():
-            raise SimulationError(
-                f"the stream bench failed on {build.top!r} ({n_failed} of {n_tests} cocotb "
-                f"tests); log {log}:\n{_log_tail(log)}"
+    find_simulator(build.sim)
+    t0 = time.perf_counter()
+    try:
+        with _outside_pytest():
+            runner = get_runner(build.sim)
+            runner.test(
+                test_module=_TB_MODULE,
+                hdl_toplevel=build.top,
+                hdl_toplevel_lang="verilog",
+                build_dir=build.build_dir,
+                test_dir=rdir,
+                results_xml=str(results_xml),
+                extra_env={"PQFLOW_STREAM_JOB": str(job_path)},
+                seed=int(seed),
+                log_file=log,
             )
-        raw = json.loads(result_path.read_text())
+        n_tests, n_failed = get_results(results_xml)
+    except (RuntimeError, SystemExit) as exc:
+        raise SimulationError(
+            f"{build.sim} run of {build.top!r} crashed ({exc}); log {log}:\n{_log_tail(log)}"
+        ) from None
+    sim_seconds = time.perf_counter() - t0
+    raw = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    if "bench_error" in raw:
+        raise SimulationError(f"stream bench on {build.top!r}: {raw['bench_error']} (log {log})")
+    if n_failed or "stream" not in raw:
+        raise SimulationError(
+            f"the stream bench failed on {build.top!r} ({n_failed} of {n_tests} cocotb "
+            f"tests); log {log}:\n{_log_tail(log)}"
+        )
+    if run_dir is None:
+        shutil.rmtree(rdir, ignore_errors=True)
 
     return _judge(raw, ys, n_out, out_width, out_signed, max_mismatches, sim_seconds, build)
 
@@ -540,7 +543,8 @@ def verify_stream(
     ``ready`` low, each cycle, from a generator seeded by ``seed``; a design that makes
     no handshake for ``timeout_cycles`` cycles fails. The timing phase resends the
     first ``timing_vectors`` vectors with no stalls. ``build_dir`` overrides the cached
-    build location; ``run_dir`` keeps the job, log and results (else a temp dir).
+    build location; ``run_dir`` keeps the job, log and results (else a temp dir, removed unless the
+    bench itself fails).
     """
     build = build_design(verilog, top, sim, build_dir=build_dir)
     return run_stream(

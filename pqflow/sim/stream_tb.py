@@ -151,6 +151,22 @@ async def stream_test(dut) -> None:
     """Run the job named by ``$PQFLOW_STREAM_JOB`` and write its result file."""
     with open(os.environ[JOB_ENV]) as f:
         job = json.load(f)
+    try:
+        result = await _stream_test(dut, job)
+    except Exception as exc:
+        _write(job["result_path"], {"bench_error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _write(job["result_path"], result)
+
+
+def _write(path: str, result: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, path)
+
+
+async def _stream_test(dut, job: dict) -> dict:
     p = _Ports(dut, job["ports"])
     in_bits, out_bits = len(p.i_data), len(p.o_data)
     if in_bits != job["in_bits"] or out_bits != job["out_bits"]:
@@ -184,8 +200,4 @@ async def stream_test(dut) -> None:
     if stream["error"] is None and n_timing > 0:
         await _reset(p)
         timing = await _run(p, words[:n_timing], n_timing, 0.0, 0.0, rng, job["timeout_cycles"], 0)
-    result = {"stream": stream, "timing": timing, "stream_seconds": stream_seconds}
-    tmp = job["result_path"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, job["result_path"])
+    return {"stream": stream, "timing": timing, "stream_seconds": stream_seconds}
