@@ -198,10 +198,22 @@ def test_lost_outputs_are_a_failure_not_a_hang(vectors):
 
 
 @pytest.mark.icarus
-def test_port_width_mismatch_raises(design, vectors):
+def test_port_width_mismatch_raises(design, vectors, tmp_path):
     x, y = vectors
     with pytest.raises(SimulationError, match=r"i__payload is 128 bits .* need 32"):
-        verify_stream(design, "addconst", x[:, :4], W, True, y[:, :4], W + 1, True, sim="icarus")
+        verify_stream(
+            design,
+            "addconst",
+            x[:, :4],
+            W,
+            True,
+            y[:, :4],
+            W + 1,
+            True,
+            sim="icarus",
+            run_dir=tmp_path,
+        )
+    assert (tmp_path / "sim.log").is_file()
 
 
 def test_out_of_range_vectors_are_rejected(design):
