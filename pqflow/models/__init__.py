@@ -5,6 +5,14 @@ Everything here depends on torch; nothing here knows about hardware.
 
 from .data import Split, load_digits_split
 from .lower import lower, lower_mlp
+from .prune import (
+    gradual_prune,
+    parameter_count,
+    polynomial_schedule,
+    prune,
+    shrink,
+    sparsity_report,
+)
 from .quant import (
     QuantizedMLP,
     QuantLayer,
@@ -14,7 +22,7 @@ from .quant import (
     sparsity_of,
 )
 from .train import FINETUNE, TrainConfig, evaluate, predict, train, train_or_load
-from .zoo import MODELS, build, mlp
+from .zoo import MODELS, build, cnn, mlp, resnet_tiny
 
 __all__ = [
     "FINETUNE",
@@ -24,16 +32,24 @@ __all__ = [
     "Split",
     "TrainConfig",
     "build",
+    "cnn",
     "evaluate",
+    "gradual_prune",
     "load_digits_split",
     "lower",
     "lower_mlp",
     "mlp",
+    "parameter_count",
+    "polynomial_schedule",
     "predict",
+    "prune",
     "prune_and_finetune",
     "prune_global_l1",
     "quantize_mlp",
+    "resnet_tiny",
+    "shrink",
     "sparsity_of",
+    "sparsity_report",
     "train",
     "train_or_load",
 ]

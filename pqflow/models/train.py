@@ -6,8 +6,9 @@ algorithms switched on (both restored afterwards). Two calls with the same model
 data and ``TrainConfig`` give identical weights.
 
 Pruning masks are honoured: a ``weight_mask`` buffer on a module (see
-``quant.prune_global_l1``) is re-applied to its weight after every optimizer step, so
-pruned weights stay exactly zero while the rest fine-tune.
+``quant.prune_global_l1`` and ``prune.prune``) is re-applied to its weight after every
+optimizer step, a ``bias_mask`` buffer to its bias, so pruned weights stay exactly zero
+while the rest fine-tune.
 """
 
 from __future__ import annotations
@@ -80,11 +81,18 @@ def _as_tensors(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Non
 
 @torch.no_grad()
 def apply_masks(model: nn.Module) -> None:
-    """Zero every weight whose module carries a ``weight_mask`` buffer, where it is 0."""
+    """Zero every weight whose module carries a ``weight_mask`` buffer, where it is 0.
+
+    Likewise every bias under a ``bias_mask`` buffer (structured pruning masks the bias
+    of a removed filter and the batch-norm shift of a removed channel).
+    """
     for module in model.modules():
         mask = getattr(module, "weight_mask", None)
         if mask is not None:
             module.weight.mul_(mask)
+        mask = getattr(module, "bias_mask", None)
+        if mask is not None:
+            module.bias.mul_(mask)
 
 
 def train(
