@@ -21,6 +21,9 @@ from .numba_ops import GEMM_PATHS, VIEW_OPS, Options, kernel
 CHUNK_ELEMENTS = 1 << 17
 """A default chunk holds about this many elements (1 MiB of int64) in its largest value."""
 
+MIN_CHUNK = 256
+"""Smaller batches run in one chunk on the calling thread."""
+
 THREADS = max(1, min(os.cpu_count() or 1, 8))
 """Threads running chunks in parallel."""
 
@@ -40,6 +43,26 @@ def _checked(graph: Graph) -> tuple[dict[str, TensorType], int]:
     verify(graph)
     types = graph.types()
     return types, max(t.size for t in types.values())
+
+
+_workspace = threading.local()
+WORKSPACE_BYTES = 1 << 28
+"""Each thread keeps its chunk buffers across runs (fresh memory costs page faults), up to
+this many bytes; past it the thread's buffers are dropped and made anew."""
+
+
+def _buffer(spec: tuple, rows: int) -> np.ndarray:
+    """This thread's buffer of ``rows`` samples for (node index, sample shape, dtype),
+    reused run after run (a C-contiguous leading slice of a possibly larger one)."""
+    bufs = getattr(_workspace, "bufs", None)
+    if bufs is None:
+        bufs = _workspace.bufs = {}
+    b = bufs.get(spec)
+    if b is None or b.shape[0] < rows:
+        if sum(a.nbytes for a in bufs.values()) > WORKSPACE_BYTES:
+            bufs.clear()
+        b = bufs[spec] = np.empty((rows, *spec[1]), dtype=spec[2])
+    return b[:rows]
 
 
 def _dtype(t: TensorType) -> type:
@@ -124,9 +147,10 @@ def run(
             raise ValueError(f"graph '{graph.name}' has no value '{o}'")
     n = next(iter(arrays.values())).shape[0]
     if chunk is None:
-        chunk = max(64, CHUNK_ELEMENTS // biggest)
-        n_chunks = -(-n // chunk)
-        n_chunks = -(-n_chunks // THREADS) * THREADS  # a multiple of the threads
+        chunk = max(MIN_CHUNK, CHUNK_ELEMENTS // biggest)
+        n_chunks = max(1, -(-n // chunk))
+        if n >= THREADS * MIN_CHUNK:  # a multiple of the threads, so they finish together
+            n_chunks = -(-n_chunks // THREADS) * THREADS
         chunk = max(1, -(-n // n_chunks))
     elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, not {chunk!r}")
@@ -134,29 +158,22 @@ def run(
     options = Options(gemm=gemm)
     results = {o: np.empty((n, *types[o].shape), dtype=_dtype(types[o])) for o in names}
 
-    local = threading.local()  # per thread: one buffer per node, reused chunk after chunk
-
-    def buffers() -> dict[str, np.ndarray]:
-        if not hasattr(local, "bufs"):
-            local.bufs = {
-                node.name: np.empty((chunk, *node.type.shape), dtype=_dtype(node.type))
-                for node in graph.nodes
-                if not isinstance(node.op, VIEW_OPS)
-            }
-        return local.bufs
+    specs = [
+        None if isinstance(node.op, VIEW_OPS) else (i, node.type.shape, _dtype(node.type))
+        for i, node in enumerate(graph.nodes)
+    ]
 
     def one_chunk(start: int) -> None:
         stop = min(start + chunk, n)
-        bufs = buffers()
         env = {k: a[start:stop] for k, a in arrays.items()}
-        for node in graph.nodes:
-            buf = bufs.get(node.name)
+        for node, spec in zip(graph.nodes, specs, strict=True):
+            buf = None if spec is None else _buffer(spec, stop - start)
             env[node.name] = kernel(
                 node.op,
                 [types[i] for i in node.inputs],
                 *(env[i] for i in node.inputs),
                 options=options,
-                out=None if buf is None else buf[: stop - start],
+                out=buf,
             )
         for o in names:
             results[o][start:stop] = env[o]

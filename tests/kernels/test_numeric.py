@@ -86,7 +86,13 @@ def test_round_shift_per_channel_broadcast(rounding):
     p = P.reshape(-1, 4)
     shifts = np.array([0, 1, 3, 6])
     want = np.array(
-        [[round_def(Fraction(int(v), 2 ** int(s)), rounding) for v, s in zip(r, shifts)] for r in p]
+        [
+            [
+                round_def(Fraction(int(v), 2 ** int(s)), rounding)
+                for v, s in zip(r, shifts, strict=True)
+            ]
+            for r in p
+        ]
     )
     assert np.array_equal(round_shift(p, shifts, rounding), want)
 
