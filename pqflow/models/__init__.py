@@ -5,11 +5,10 @@ Everything here depends on torch; nothing here knows about hardware.
 
 from .data import Split, load_digits_split
 from .lower import lower, lower_mlp
-from .prune import (
+from .prune import (  # the function ``prune`` stays in its module: it would shadow it here
     gradual_prune,
     parameter_count,
     polynomial_schedule,
-    prune,
     shrink,
     sparsity_report,
 )
@@ -42,7 +41,6 @@ __all__ = [
     "parameter_count",
     "polynomial_schedule",
     "predict",
-    "prune",
     "prune_and_finetune",
     "prune_global_l1",
     "quantize_mlp",

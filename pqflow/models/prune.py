@@ -395,7 +395,7 @@ def _filter_dead(p: Producer, c: torch.Tensor | slice = slice(None)) -> torch.Te
 def _space_units(model: nn.Module, sc: _Scorer, kind: str, keep_one: bool) -> list[_Unit]:
     units = []
     for s in channel_spaces(model):
-        if s.fixed:
+        if s.fixed or not s.producers or not s.consumers:
             continue
         total = torch.zeros(s.size, dtype=torch.float64)
         count = 0
@@ -745,7 +745,7 @@ def shrink(model: nn.Module) -> nn.Module:
             if isinstance(child, ResidualBlock) and bool(child.residual_mask == 0):
                 parent._modules[key] = nn.Sequential(*child.skip, nn.ReLU())
     for s in channel_spaces(model):
-        if s.fixed:
+        if s.fixed or not s.producers or not s.consumers:
             continue
         dead = torch.stack([_filter_dead(p) for p in s.producers]).all(dim=0)
         dead |= _consumers_ignore(s)
@@ -777,7 +777,10 @@ class LayerSparsity:
 
     ``zero_filters`` counts all-zero output rows, ``zero_channels`` all-zero input
     columns (input channels for a conv), ``zero_kernels`` all-zero kh x kw kernels
-    (0 for a Linear).
+    (0 for a Linear). ``pattern`` names the most specific structure that holds every
+    zero, for generators that exploit sparsity: ``dense``, ``filter``, ``channel``,
+    ``kernel``, ``N:M`` (e.g. ``2:4``, along the input dimension, M in 4 or 8) or
+    ``unstructured``.
     """
 
     name: str
@@ -788,6 +791,7 @@ class LayerSparsity:
     zero_filters: int
     zero_channels: int
     zero_kernels: int
+    pattern: str = "dense"
 
     @property
     def sparsity(self) -> float:
@@ -816,12 +820,12 @@ class SparsityReport:
     def __str__(self) -> str:
         rows = [
             f"{'layer':<24} {'kind':<7} {'shape':<18} {'sparsity':>8} "
-            f"{'filters':>8} {'channels':>8} {'kernels':>8}"
+            f"{'filters':>8} {'channels':>8} {'kernels':>8}  pattern"
         ]
         for ly in self.layers:
             rows.append(
                 f"{ly.name:<24} {ly.kind:<7} {str(ly.shape):<18} {ly.sparsity:>8.1%} "
-                f"{ly.zero_filters:>8} {ly.zero_channels:>8} {ly.zero_kernels:>8}"
+                f"{ly.zero_filters:>8} {ly.zero_channels:>8} {ly.zero_kernels:>8}  {ly.pattern}"
             )
         rows.append(
             f"total: {self.zeros}/{self.weights} weights zero ({self.sparsity:.1%}), "
@@ -834,17 +838,40 @@ def _layer_sparsity(name: str, m: Weighted) -> LayerSparsity:
     w = m.weight.detach()
     z = w == 0
     o, i = w.shape[:2]
-    kernels = int(z.reshape(o, i, -1).all(dim=2).sum()) if w.dim() == 4 else 0
+    filters = z.reshape(o, -1).all(dim=1)
+    channels = z.transpose(0, 1).reshape(i, -1).all(dim=1)
+    kernels = z.reshape(o, i, -1).all(dim=2) if w.dim() == 4 else None
+    zeros = int(z.sum())
     return LayerSparsity(
         name=name,
         kind="conv" if isinstance(m, nn.Conv2d) else "linear",
         shape=tuple(w.shape),
         weights=w.numel(),
-        zeros=int(z.sum()),
-        zero_filters=int(z.reshape(o, -1).all(dim=1).sum()),
-        zero_channels=int(z.transpose(0, 1).reshape(i, -1).all(dim=1).sum()),
-        zero_kernels=kernels,
+        zeros=zeros,
+        zero_filters=int(filters.sum()),
+        zero_channels=int(channels.sum()),
+        zero_kernels=0 if kernels is None else int(kernels.sum()),
+        pattern=_pattern(z, filters, channels, kernels),
     )
+
+
+def _pattern(z: torch.Tensor, filters, channels, kernels) -> str:
+    zeros = int(z.sum())
+    if zeros == 0:
+        return "dense"
+    per_filter = z[0].numel()
+    if int(filters.sum()) * per_filter == zeros:
+        return "filter"
+    if int(channels.sum()) * (z.numel() // z.shape[1]) == zeros:
+        return "channel"
+    if kernels is not None and int(kernels.sum()) * z[0, 0].numel() == zeros:
+        return "kernel"
+    for m in (4, 8):
+        if z.shape[1] % m == 0:
+            nonzero = (~_nm_rows(z, m)).sum(dim=1)
+            if int(nonzero.max()) < m and bool((nonzero == nonzero.max()).all()):
+                return f"{int(nonzero.max())}:{m}"
+    return "unstructured"
 
 
 def sparsity_report(model: nn.Module, layers: Iterable[str] | None = None) -> SparsityReport:

@@ -412,3 +412,19 @@ def test_sparsity_report():
 def test_digits_image_fixture_matches_flat(digits_image):
     flat = load_digits_split()
     assert np.array_equal(digits_image.x_test.reshape(len(flat.x_test), -1), flat.x_test)
+
+
+@pytest.mark.parametrize(
+    "granularity, kwargs, pattern",
+    [
+        ("element", {"amount": 0.5}, "unstructured"),
+        ("nm", {"n": 2, "m": 4}, "2:4"),
+        ("kernel", {"amount": 0.5}, "kernel"),
+        ("channel", {"amount": 0.5}, "channel"),
+        ("filter", {"amount": 0.5}, "filter"),
+    ],
+)
+def test_report_names_the_pattern(granularity, kwargs, pattern):
+    r = sparsity_report(prune(randomized("cnn"), granularity, **kwargs))
+    assert r.layers[1].pattern == pattern
+    assert sparsity_report(randomized("cnn")).layers[1].pattern == "dense"
