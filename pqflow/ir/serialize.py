@@ -167,8 +167,12 @@ def _dec_weight(d, where: str) -> Weight:
     if any(abs(i) >= 1 << 62 for i in data):
         raise IRError(f"{where}: weight values must be below 2**62 in magnitude")
     sp = d.get("sparsity", {"pattern": "dense", "n": 0, "m": 0})
+    pattern = _need(sp, "pattern", str, where)
+    n_m = (sp.get("n", 0), sp.get("m", 0))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in n_m):
+        raise IRError(f"{where}: sparsity n and m must be integers, not {n_m[0]!r} and {n_m[1]!r}")
     try:
-        sparsity = Sparsity(_need(sp, "pattern", str, where), sp.get("n", 0), sp.get("m", 0))
+        sparsity = Sparsity(pattern, *n_m)
     except ValueError as e:
         raise IRError(f"{where}: bad sparsity: {e}") from None
     return Weight(np.array(data, dtype=np.int64).reshape(shape), dtype, sparsity)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from strategies import graphs
+from hypothesis import strategies as st
+from strategies import OP_CASES, graphs, op_cases
 
 from pqflow.ir import (
     Dense,
@@ -164,3 +165,33 @@ def test_undefined_input_in_file():
     d["nodes"][1]["inputs"] = ["ghost"]
     with pytest.raises(IRError, match="ReLU 'r': input 'ghost' is not defined before this node"):
         from_json(json.dumps(d))
+
+
+def test_hand_edited_sparsity():
+    b = GraphBuilder("w")
+    x = b.input("x", Fixed(4), (2,))
+    g = b.build(b.add(Dense(Weight([[1, -2]], Fixed(4))), x, name="fc"))
+    d = json.loads(to_json(g))
+    d["nodes"][0]["attrs"]["weight"]["sparsity"] = {"pattern": "n:m", "n": "a", "m": 4}
+    with pytest.raises(IRError, match="Dense 'fc', attribute 'weight': sparsity n and m must be"):
+        from_json(json.dumps(d))
+    d["nodes"][0]["attrs"]["weight"]["sparsity"] = {"pattern": "n:m", "n": 3, "m": 2}
+    with pytest.raises(IRError, match="bad sparsity: Sparsity n:m needs 1 <= n <= m, not 3:2"):
+        from_json(json.dumps(d))
+    d["nodes"][0]["attrs"]["weight"]["sparsity"] = {"pattern": "diagonal"}
+    with pytest.raises(IRError, match="bad sparsity"):
+        from_json(json.dumps(d))
+
+
+@pytest.mark.parametrize("kind", sorted(OP_CASES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_op_round_trips(kind, data):
+    case = data.draw(op_cases(kind))
+    b = GraphBuilder(f"one_{kind}")
+    ins = [b.input(f"x{i}", t.dtype, t.shape) for i, t in enumerate(case.in_types)]
+    g = b.build(b.add(case.op, *ins, name="n"))
+    text = to_json(g)
+    assert from_json(text) == g
+    assert to_json(from_json(text)) == text
+    assert format_graph(g).splitlines()[1].startswith(f"  n: {g.nodes[0].type} = {kind}(")
