@@ -11,6 +11,7 @@ from pqflow.ir import (
     Dense,
     Dequantize,
     Fixed,
+    Flatten,
     Float,
     GraphBuilder,
     MultiThreshold,
@@ -53,7 +54,7 @@ def ref_threshold(op: MultiThreshold, x: np.ndarray) -> np.ndarray:
 def ref_chain(graph, x: np.ndarray) -> np.ndarray:
     """The raws of the graph's last integer node, from the raws after its first Quantize."""
     for n in graph.nodes:
-        if isinstance(n.op, Quantize | Dequantize):
+        if isinstance(n.op, Quantize | Dequantize | Flatten):
             continue
         if isinstance(n.op, Dense):
             x = ref_dense(n.op, x)

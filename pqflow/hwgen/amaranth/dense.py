@@ -215,28 +215,19 @@ class UnrolledDense(wiring.Component):
 
     @staticmethod
     def _register(m: Module, pipe: Pipeline, trees: list[list[_Node]], name: str):
-        """Register every non-constant node of every tree in one wide signal ``name``."""
-        parts, out, offset = [], [], 0
-        placed = []
-        for t in trees:
-            row = []
-            for node in t:
-                if node.const:
-                    row.append(node)
-                    continue
-                shape = fitting_shape(node.lo, node.hi)
-                parts.append(Value.cast(node.value)[: shape.width])
-                placed.append((row, len(row), node, offset, shape))
-                row.append(None)
-                offset += shape.width
-            out.append(row)
-        if offset:
-            reg = Signal(offset, name=name, reset_less=True)
-            with m.If(pipe.advance):
-                m.d.sync += reg.eq(Cat(*parts))
-            for row, j, node, off, shape in placed:
-                bits = reg[off : off + shape.width]
-                row[j] = _Node(
-                    bits.as_signed() if shape.signed else bits, node.lo, node.hi, node.neg
-                )
+        """Register every non-constant node of every tree (constants need no register)."""
+        out = []
+        with m.If(pipe.advance):
+            for k, t in enumerate(trees):
+                row = []
+                for j, node in enumerate(t):
+                    if node.const:
+                        row.append(node)
+                        continue
+                    reg = Signal(
+                        fitting_shape(node.lo, node.hi), name=f"{name}_{k}_{j}", reset_less=True
+                    )
+                    m.d.sync += reg.eq(node.value)
+                    row.append(_Node(reg, node.lo, node.hi, node.neg))
+                out.append(row)
         return out

@@ -20,7 +20,9 @@ Same graph and options give the same bytes (``emit_src=False``, no timestamps).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,21 +94,55 @@ def _unpack(word: int, width: int, signed: bool, count: int) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def _no_comb_cycle_check() -> Iterator[None]:
+    """Skip Amaranth's combinational-loop check while converting a ``DataflowTop``.
+
+    The check walks every bit's fan-in (quadratic in adder widths) and takes half of the
+    conversion time of a large unrolled layer; a ``DataflowTop`` is feed-forward by
+    construction (adder trees, registers, a ready chain running against the data), so it
+    cannot find anything. The output is byte-identical either way (tested). Falls back
+    to the normal conversion if Amaranth's internals move.
+    """
+    try:
+        from amaranth.hdl import _nir
+    except ImportError:  # pragma: no cover - a future Amaranth
+        yield
+        return
+    check = getattr(_nir.Netlist, "check_comb_cycles", None)
+    if check is None:  # pragma: no cover
+        yield
+        return
+    _nir.Netlist.check_comb_cycles = lambda self: None
+    try:
+        yield
+    finally:
+        _nir.Netlist.check_comb_cycles = check
+
+
 def generate_verilog(
-    graph: Graph, style: str = "unrolled", name: str = "pqflow_top", **options
+    graph: Graph,
+    style: str = "unrolled",
+    name: str = "pqflow_top",
+    *,
+    check_cycles: bool = False,
+    **options,
 ) -> VerilogDesign:
     """Verilog for the integer part of a chain graph (see ``DataflowTop``).
 
     ``options`` are the fields of the style's options (``UnrolledOptions`` for
     ``unrolled``). Raises ValueError for an unknown style, TypeError for an unknown
     option, NotImplementedError naming the node for an op the style lacks.
+    ``check_cycles=True`` runs Amaranth's combinational-loop check (slow on big layers;
+    see ``_no_comb_cycle_check``); the text is the same either way.
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")
     top = DataflowTop(graph, UnrolledOptions.from_kwargs(options))
-    text = verilog.convert(top, name=name, emit_src=False)
+    with contextlib.nullcontext() if check_cycles else _no_comb_cycle_check():
+        text = verilog.convert(top, name=name, emit_src=False)
     it, ot = top.in_type, top.out_type
     return VerilogDesign(
         text=text,
