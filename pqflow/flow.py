@@ -145,27 +145,17 @@ def step_generate(st: FlowState) -> None:
 
 
 def step_verify(st: FlowState) -> None:
-    from .hwgen import hardware_io
-    from .sim.runner import verify_stream
+    from .sim.graph import verify_graph
 
     v = st.config.verify
     if not v.enabled:
         st.summary["verify"] = "skipped (verify.enabled = false)"
         return
-    x = st.split.x_test
-    if v.vectors:
-        x = x[: v.vectors]
-    ins, expected = hardware_io(st.graph, x)
-    d = st.design
-    res = verify_stream(
-        d.text,
-        d.top,
-        ins,
-        d.in_width,
-        d.in_signed,
-        expected,
-        d.out_width,
-        d.out_signed,
+    x = st.split.x_test[: v.vectors] if v.vectors else st.split.x_test
+    res = verify_graph(
+        st.design,
+        st.graph,
+        x,
         sim=v.simulator,
         seed=v.seed,
         stall_prob=v.stall_prob,
@@ -176,7 +166,7 @@ def step_verify(st: FlowState) -> None:
         "simulator": v.simulator,
         "vectors": int(res.n_vectors),
         "bit_exact": bool(res.passed),
-        "mismatches": len(res.mismatches),
+        "mismatches": int(res.n_mismatches),
         "latency_cycles": res.latency_cycles,
         "ii_cycles": res.ii_cycles,
         "vectors_per_s": round(float(res.vectors_per_second), 1),

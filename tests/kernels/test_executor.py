@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,32 +48,6 @@ def test_digits_mlp_matches_reference_on_every_path(density):
     ref = run_reference(g, x, outputs=["q", "fc0", "relu2"])
     assert all(np.array_equal(inner[k], ref[k]) for k in ref)
     assert np.array_equal(run(g, x, outputs="fc0"), ref["fc0"])
-
-
-def test_digits_mlp_throughput():
-    """The issue's speed target: >= 1e6 samples/s at batch 10k and 100k after warm-up.
-
-    Asserted on CPU time (samples per CPU-second of this process, all threads): on a
-    shared machine the wall clock also measures the neighbours, while a rate per
-    CPU-second >= 1e6 means >= 1e6 samples/s of wall time on any idle core or two.
-    The wall-clock rate is printed beside it.
-    """
-    g = digits_mlp()
-    x = np.random.default_rng(1).random((100_000, 64)) * 16
-    run(g, x[:20_000])
-    for n in (10_000, 100_000):
-        wall, cpu = zip(*(_timed(run, g, x[:n]) for _ in range(7)), strict=True)
-        print(
-            f"digits MLP, batch {n}: {n / min(wall):,.0f} samples/s wall, "
-            f"{n / min(cpu):,.0f} samples per CPU-second"
-        )
-        assert n / min(cpu) >= 1_000_000 or n / min(wall) >= 1_000_000
-
-
-def _timed(f, *args) -> tuple[float, float]:
-    t, c = time.perf_counter(), time.process_time()
-    f(*args)
-    return time.perf_counter() - t, time.process_time() - c
 
 
 # --- input checks ---------------------------------------------------------------------------
