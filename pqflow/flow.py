@@ -72,7 +72,7 @@ def step_train(st: FlowState) -> None:
 
     cfg = st.config
     tc = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed)
-    model = train(build(cfg.model.name), st.split.x_train, st.split.y_train, tc)
+    model = train(build(cfg.model.name, seed=cfg.train.seed), st.split.x_train, st.split.y_train, tc)
     acc = evaluate(model, st.split.x_test, st.split.y_test)
     sp = cfg.compress.sparsity
     if sp > 0:

@@ -165,7 +165,7 @@ def train_or_load(
     path = None if cache_dir is None else Path(cache_dir) / f"{name}-{digest.hexdigest()[:16]}.pt"
 
     torch.manual_seed(config.seed)
-    model = build(name, **model_kwargs)
+    model = build(name, seed=config.seed, **model_kwargs)
     if path is not None and path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()

@@ -166,8 +166,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build(name: str, **kwargs) -> nn.Module:
-    """The model registered as ``name``, built with ``kwargs``."""
+def build(name: str, seed: int = 0, **kwargs) -> nn.Module:
+    """The model registered as ``name``, built with ``kwargs``.
+
+    Its initial weights are drawn from torch's generator seeded with ``seed`` (the
+    global random state is left as it was), so the same call gives the same model.
+    """
     if name not in MODELS:
         raise KeyError(f"no model named {name!r}; known models: {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name](**kwargs)

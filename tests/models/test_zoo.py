@@ -79,3 +79,15 @@ def test_resnet_tiny_blocks():
 
 def test_cnn_accuracy(digits_image, float_cnn):
     assert evaluate(float_cnn, digits_image.x_test, digits_image.y_test) >= 0.98
+
+
+def test_build_is_seeded_and_leaves_global_rng_alone():
+    import torch
+
+    state = torch.random.get_rng_state()
+    a, b = build("mlp"), build("mlp")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    c = build("mlp", seed=1)
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
