@@ -27,6 +27,7 @@ from .printer import format_graph, format_node
 from .serialize import from_json, load, save, to_json
 from .tensor import Pattern, Sparsity, Weight
 from .types import (
+    MAX_FRAC,
     MAX_WIDTH,
     Bipolar,
     DType,
@@ -41,6 +42,7 @@ from .types import (
 )
 
 __all__ = [
+    "MAX_FRAC",
     "MAX_WIDTH",
     "OPS",
     "Add",

@@ -16,6 +16,10 @@ from ..errors import UserError
 MAX_WIDTH = 62
 """The widest raw any value may have: products and sums of raws stay inside int64."""
 
+MAX_FRAC = 256
+"""The largest |frac|: scaling a float by 2**frac stays exact (no overflow, no subnormals)
+for every input a network sees, and 2.0**frac is a finite float64."""
+
 
 class IRError(UserError, ValueError):
     """A graph, op, type or IR file that breaks the IR's rules; the message says where and why."""
@@ -53,8 +57,10 @@ class Fixed:
             raise IRError(
                 f"Fixed: width must be an integer from 1 to {MAX_WIDTH}, not {self.width!r}"
             )
-        if not _is_int(self.frac):
-            raise IRError(f"Fixed: frac must be an integer, not {self.frac!r}")
+        if not _is_int(self.frac) or not -MAX_FRAC <= self.frac <= MAX_FRAC:
+            raise IRError(
+                f"Fixed: frac must be an integer from {-MAX_FRAC} to {MAX_FRAC}, not {self.frac!r}"
+            )
         if not isinstance(self.signed, bool):
             raise IRError(f"Fixed: signed must be True or False, not {self.signed!r}")
 
@@ -127,8 +133,10 @@ class TensorType:
         if not isinstance(self.dtype, Fixed | Bipolar | Float):
             raise IRError(f"TensorType: dtype must be Fixed, Bipolar or Float, not {self.dtype!r}")
         shape = tuple(self.shape)
-        if not all(_is_int(d) and d >= 1 for d in shape):
-            raise IRError(f"TensorType: shape must be positive integers, not {self.shape!r}")
+        if not shape or not all(_is_int(d) and d >= 1 for d in shape):
+            raise IRError(
+                f"TensorType: shape must be one or more positive integers, not {self.shape!r}"
+            )
         object.__setattr__(self, "shape", shape)
 
     @property

@@ -177,3 +177,14 @@ def test_bias_frac_must_match_accumulator():
     x = TensorType(Fixed(8, 3), (4,))
     with pytest.raises(IRError, match="bias frac 0 must equal the accumulator frac 5"):
         Dense(w, bias).infer(x)
+
+
+def test_frac_and_shape_limits():
+    from pqflow.ir import MAX_FRAC, Fixed, Float, IRError, TensorType
+
+    Fixed(8, MAX_FRAC)
+    Fixed(8, -MAX_FRAC)
+    with pytest.raises(IRError, match="frac must be an integer from -256 to 256"):
+        Fixed(8, MAX_FRAC + 1)
+    with pytest.raises(IRError, match="shape must be one or more positive integers"):
+        TensorType(Float(), ())
