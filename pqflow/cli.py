@@ -61,6 +61,11 @@ def flow(config: Path, out: Path, force: bool, quiet: bool, as_json: bool) -> No
         click.echo(json.dumps(result.summary, indent=2))
     else:
         click.echo(result.summary_text())
+        steps = ", ".join(
+            f"{k[:-2]} {v:.1f}s" for k, v in result.timings.items() if k.endswith("_s")
+        )
+        click.echo(f"  time: {steps}")
+        click.echo(f"  artefacts: {out}")
     if not result.passed:
         raise CheckFailed(f"verification failed; see {out / 'summary.md'}")
 

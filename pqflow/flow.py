@@ -3,9 +3,10 @@
     data -> train -> quantize -> lower -> oracle -> generate -> verify -> summary
 
 Each step reads what earlier steps put in the ``FlowState`` and adds its own results.
-Artefacts are written into a temporary folder beside the output folder, which replaces
-the output folder only when every step succeeded: a failed or interrupted run leaves
-the user's files as they were.
+Every artefact but ``timings.json`` (step times, simulator throughput) is deterministic:
+the same config gives the same bytes. Artefacts are written into a temporary folder
+beside the output folder, which replaces the output folder only when every step
+succeeded: a failed or interrupted run leaves the user's files as they were.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ class FlowState:
     graph: object = None
     design: object = None
     summary: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
     passed: bool = True
 
     def summary_text(self) -> str:
         s = self.summary
         lines = [f"pqflow flow: {s.get('model', '?')} on {s.get('dataset', '?')}"]
         for k, v in s.items():
-            if k in ("model", "dataset"):
+            if k in ("model", "dataset", "config"):
                 continue
             if isinstance(v, dict):
                 v = ", ".join(f"{a}={_fmt(b)}" for a, b in v.items())
@@ -72,7 +74,9 @@ def step_train(st: FlowState) -> None:
 
     cfg = st.config
     tc = TrainConfig(epochs=cfg.train.epochs, seed=cfg.train.seed)
-    model = train(build(cfg.model.name, seed=cfg.train.seed), st.split.x_train, st.split.y_train, tc)
+    model = train(
+        build(cfg.model.name, seed=cfg.train.seed), st.split.x_train, st.split.y_train, tc
+    )
     acc = evaluate(model, st.split.x_test, st.split.y_test)
     sp = cfg.compress.sparsity
     if sp > 0:
@@ -162,6 +166,7 @@ def step_verify(st: FlowState) -> None:
         backpressure_prob=v.backpressure_prob,
     )
     st.passed = bool(res.passed)
+    st.timings["verify_vectors_per_second"] = round(float(res.vectors_per_second), 1)
     st.summary["verify"] = {
         "simulator": v.simulator,
         "vectors": int(res.n_vectors),
@@ -169,7 +174,6 @@ def step_verify(st: FlowState) -> None:
         "mismatches": int(res.n_mismatches),
         "latency_cycles": res.latency_cycles,
         "ii_cycles": res.ii_cycles,
-        "vectors_per_s": round(float(res.vectors_per_second), 1),
     }
 
 
@@ -210,17 +214,15 @@ def run_flow(
     """Run every step; on success the output folder holds all artefacts."""
     work = _prepare_out(out, force)
     st = FlowState(config=config, work=work)
-    timings: dict[str, float] = {}
     try:
         with _progress(progress) as report:
             for name, fn in steps:
                 t0 = time.perf_counter()
                 report(name, "start")
                 fn(st)
-                timings[name] = round(time.perf_counter() - t0, 2)
+                st.timings[f"{name}_s"] = round(time.perf_counter() - t0, 2)
                 report(name, "done")
-        st.summary["seconds"] = timings
-        (work / "summary.json").write_text(json.dumps(st.summary, indent=2) + "\n")
+        (work / "timings.json").write_text(json.dumps(st.timings, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pqflow import ir
-from pqflow.config import load_config
+from pqflow.config import load_config, parse_config
 from pqflow.flow import run_flow
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "digits_mlp.toml"
@@ -41,6 +42,14 @@ def test_digits_mlp_flow_is_bit_exact_on_the_whole_test_split(tmp_path):
 
     assert generate_verilog(g).text == (out / "pqflow_top.v").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary left
+
+    # a second run of the same config gives the same bytes (timings.json aside)
+    doc = tomllib.loads(EXAMPLE.read_text())
+    doc["verify"]["enabled"] = False
+    st2 = run_flow(parse_config(doc), tmp_path / "again", progress=False)
+    assert st2.graph == st.graph
+    for name in ("model.ir.json", "model.ir.txt", "pqflow_top.v"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_flow_failure_leaves_no_output(tmp_path, monkeypatch):
