@@ -167,3 +167,18 @@ def test_multithreshold_bipolar():
     dut = MultiThresholdUnit(op, in_type, Bipolar(), (2,))
     x = np.stack([np.arange(-8, 8), np.arange(7, -9, -1)], axis=1)
     check_stream(dut, x, ref_threshold(op, x))
+
+
+@pytest.mark.parametrize("rounding", list(Rounding))
+@pytest.mark.parametrize("overflow", list(Overflow))
+def test_requant_wide_accumulator(rounding, overflow):
+    """Accumulator-sized inputs, large multipliers and shifts past the product's width."""
+    rng = np.random.default_rng(7)
+    in_type, to = Fixed(24, 0, True), Fixed(8, 0, overflow == Overflow.WRAP)
+    mult = (1, 32767, 12345, -517, 3)
+    shift = (0, 30, 17, 9, 40)
+    op = Requant(to, mult=mult, shift=shift, rounding=rounding, overflow=overflow)
+    dut = RequantUnit(op, in_type, to, (5,))
+    x = random_raws(rng, in_type, (N_VECTORS, 5)) >> rng.integers(0, 20, (N_VECTORS, 5))
+    x[0], x[1] = in_type.min_raw, in_type.max_raw
+    check_stream(dut, x, ref_requant(op, x))

@@ -175,3 +175,13 @@ def test_chain_without_float_edges():
     g = b.build(v)
     d = generate_verilog(g)
     assert (d.in_width, d.in_signed, d.out_width, d.in_count) == (6, True, 4, 3)
+
+
+def test_registry_names_the_ops_it_builds():
+    """Ops the unrolled style builds; every other IR op is refused by name (tested above)."""
+    from pqflow.hwgen.amaranth import unrolled_unit
+    from pqflow.ir import OPS
+
+    supported = {c.__name__ for c in unrolled_unit.registry if c is not object}
+    assert supported == {"Dense", "Requant", "ReLU", "MultiThreshold", "Flatten", "Reshape"}
+    assert supported <= set(OPS)
