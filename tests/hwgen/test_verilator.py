@@ -74,3 +74,23 @@ def test_digits_size_mlp_on_verilator(density):
     )
     assert result.passed, result.summary()
     assert result.latency_cycles == design.latency, result.summary()
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_lowered_pruned_digits_mlp_on_verilator():
+    """A torch MLP pruned to 80 %, quantized and lowered by pqflow.models, in hardware."""
+    pytest.importorskip("torch")
+    from pqflow.models.lower import lower_mlp
+    from pqflow.models.quant import prune_global_l1, quantize_mlp
+    from pqflow.models.zoo import build
+
+    rng = np.random.default_rng(0)
+    model = build("mlp", seed=0)
+    prune_global_l1(model, 0.8)
+    g = lower_mlp(quantize_mlp(model, rng.random((256, 64))), dequantize=True)
+    design = generate_verilog(g)
+    x = random_raws(rng, hardware_chain(g)[0].dtype, (100, 64))
+    result = _verify(design, x, _expected(g, x), 0)
+    assert result.passed, result.summary()
+    assert result.latency_cycles == design.latency, result.summary()
