@@ -9,7 +9,8 @@ from its observer:
 - ``minmax``: the observed [min, max].
 - ``percentile``: the ``percentile`` and ``100 - percentile`` quantiles of the values
   (of |x| for symmetric signed grids), so rare outliers are clipped.
-- ``mse``: the clip ``c`` (over ``n_grid`` candidates in (0, max]) minimising
+- ``mse``: the clip ``c`` (over ``n_grid`` linear and ``n_grid`` geometric candidates up
+  to the max) minimising
   ``mean((x - q_c(x))**2)`` on the quantizer's own grid.
 - ``kl``: TensorRT's entropy calibration: a 2048-bin histogram of |x|; for each
   candidate threshold bin ``i``, the clipped distribution P (outliers folded into bin
@@ -72,6 +73,9 @@ def mse_threshold(
 ) -> float:
     """The clip in (0, max] with the least squared quantization error on ``v``.
 
+    Candidates: ``n_grid`` evenly spaced up to the max, and ``n_grid`` geometrically
+    spaced from the median magnitude to the max (heavy tails put the optimum far below it).
+
     The error is measured on at most ``max_values`` of the values (a seeded subsample).
     """
     m = float(_magnitudes(v, spec).max())
@@ -81,7 +85,12 @@ def mse_threshold(
         v = np.random.default_rng(0).choice(v, max_values, replace=False)
     x = torch.from_numpy(v)
     best, best_c = float("inf"), m
-    for c in np.linspace(m / n_grid, m, n_grid):
+    a = _magnitudes(v, spec)
+    low = max(float(np.percentile(a, 50)), m / 2**16)  # heavy tails: search down to the median
+    grid = np.unique(
+        np.concatenate([np.linspace(m / n_grid, m, n_grid), np.geomspace(low, m, n_grid)])
+    )
+    for c in grid:
         lo = -c if spec.signed else 0.0
         scale, zp = qparams_from_range(spec, torch.tensor(lo), torch.tensor(c))
         err = float(
