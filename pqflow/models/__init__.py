@@ -6,6 +6,17 @@ Everything here depends on torch; nothing here knows about hardware.
 from .bnfold import fold_batchnorm
 from .calibrate import METHODS as CALIBRATION_METHODS
 from .data import Split, load_digits_split
+from .dynamic import (
+    ChannelGate,
+    GatedConvBlock,
+    ThresholdReLU,
+    activation_sparsity,
+    channel_gates,
+    gate_convs,
+    gated_cnn,
+    skipped_work,
+    sparsify,
+)
 from .lower import lower, lower_mlp
 from .mixed import Sensitivity, choose_bits, mixed_config, sensitivity
 from .prune import (  # the function ``prune`` stays in its module: it would shadow it here
@@ -54,6 +65,15 @@ __all__ = [
     "quantize_model",
     "sensitivity",
     "weight_bits",
+    "ChannelGate",
+    "GatedConvBlock",
+    "ThresholdReLU",
+    "activation_sparsity",
+    "channel_gates",
+    "gate_convs",
+    "gated_cnn",
+    "skipped_work",
+    "sparsify",
     "FINETUNE",
     "MODELS",
     "QuantLayer",

@@ -90,13 +90,15 @@ def _main_layers(model: nn.Module) -> list[tuple[str, Weighted]]:
 
 @contextmanager
 def _eval(model: nn.Module) -> Iterator[None]:
-    was = model.training
+    """Eval mode without gradients; every submodule's own mode is restored after."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        model.train(was)
+        for m, training in modes:
+            m.training = training
 
 
 def activation_sparsity(model: nn.Module, x: np.ndarray | torch.Tensor) -> dict[str, float]:

@@ -177,3 +177,13 @@ def build(name: str, seed: int = 0, **kwargs) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MODELS[name](**kwargs)
+
+
+def _gated_cnn(**kwargs) -> nn.Module:
+    """``dynamic.gated_cnn``, imported on first use (dynamic imports this module)."""
+    from pqflow.models.dynamic import gated_cnn
+
+    return gated_cnn(**kwargs)
+
+
+MODELS["gated_cnn"] = _gated_cnn
