@@ -1,15 +1,43 @@
 """Hardware generators: ``amaranth/`` (RTL components, dataflow top, Verilog).
 
-``generate_verilog`` is imported lazily so that ``import pqflow.hwgen`` needs no Amaranth.
+``Design`` (a graph + per-node implementation: ``Unrolled``, ``Folded``, ``Sparse``) and
+the hardware errors need no Amaranth; ``generate_verilog`` and ``VerilogDesign`` are
+imported lazily so that ``import pqflow.hwgen`` needs no Amaranth either.
 """
 
 from __future__ import annotations
 
-__all__ = ["VerilogDesign", "generate_verilog"]
+from .design import (
+    STYLES,
+    Design,
+    DesignError,
+    Folded,
+    HardwareError,
+    Impl,
+    Sparse,
+    UnitOptions,
+    Unrolled,
+)
+
+__all__ = [
+    "STYLES",
+    "Design",
+    "DesignError",
+    "Folded",
+    "HardwareError",
+    "Impl",
+    "Sparse",
+    "UnitOptions",
+    "Unrolled",
+    "VerilogDesign",
+    "generate_verilog",
+]
+
+_LAZY = ("VerilogDesign", "generate_verilog")
 
 
 def __getattr__(name: str):
-    if name in __all__:
+    if name in _LAZY:
         from .amaranth import verilog
 
         return getattr(verilog, name)

@@ -160,8 +160,10 @@ def test_chain_errors():
     v = b.add(Quantize(Fixed(8, 0, False)), v, name="requantize")
     with pytest.raises(ValueError, match=r"Dequantize 'dequantize0': float conversions are"):
         hardware_chain(b.build(v))
-    with pytest.raises(ValueError, match=r"style must be one of 'unrolled', not 'folded'"):
-        generate_verilog(random_mlp([3, 2]), style="folded")
+    with pytest.raises(
+        ValueError, match=r"style must be one of 'unrolled', 'folded', 'sparse', not 'fold'"
+    ):
+        generate_verilog(random_mlp([3, 2]), style="fold")
     with pytest.raises(TypeError, match=r"unknown option 'pe' for style 'unrolled'"):
         generate_verilog(random_mlp([3, 2]), pe=4)
     with pytest.raises(ValueError, match=r"name must be a Verilog identifier, not 'a b'"):
@@ -178,10 +180,12 @@ def test_chain_without_float_edges():
 
 
 def test_registry_names_the_ops_it_builds():
-    """Ops the unrolled style builds; every other IR op is refused by name (tested above)."""
-    from pqflow.hwgen.amaranth import unrolled_unit
+    """Ops every style builds besides the matrix ops (``dense_units``); every other IR op is
+    refused by name (tested above)."""
+    from pqflow.hwgen.amaranth import Folded, Unrolled, dense_units, op_unit
     from pqflow.ir import OPS
 
-    supported = {c.__name__ for c in unrolled_unit.registry if c is not object}
-    assert supported == {"Dense", "Requant", "ReLU", "MultiThreshold", "Flatten", "Reshape"}
+    supported = {c.__name__ for c in op_unit.registry if c is not object}
+    assert supported == {"Requant", "ReLU", "MultiThreshold", "Flatten", "Reshape"}
     assert supported <= set(OPS)
+    assert {Unrolled, Folded} <= set(dense_units)

@@ -2,30 +2,64 @@
 
 Every component is a ``wiring.Component`` with ports ``i: In(stream.Signature(...))`` and
 ``o: Out(stream.Signature(...))`` whose payload is ``data.ArrayLayout(shape, n)`` (element
-k at bits [k*w, (k+1)*w)), and an integer ``latency`` in cycles; see ``common.py`` for
-the stall rule and ``verilog.py`` for the Verilog ports.
+k at bits [k*w, (k+1)*w)), an integer ``latency`` in cycles and (matrix units)
+``cycles_per_vector``; see ``common.py`` for the stall rule of pipelined units,
+``top.py`` for the registries (``register_dense``) and ``verilog.py`` for the Verilog
+ports.
 """
 
+from ..design import (
+    STYLES,
+    Design,
+    DesignError,
+    Folded,
+    HardwareError,
+    Impl,
+    Sparse,
+    UnitOptions,
+    Unrolled,
+)
 from .activation import MultiThresholdUnit, ReLUUnit
 from .common import element_shape, vector_signature
 from .dense import PRODUCTS, UnrolledDense
+from .folded import FoldedDense
 from .requant import RequantUnit
-from .top import DataflowTop, UnrolledOptions, hardware_chain, unrolled_unit
-from .verilog import STYLES, VerilogDesign, generate_verilog
+from .top import (
+    DataflowTop,
+    UnrolledOptions,
+    dense_units,
+    hardware_chain,
+    matrix_unit,
+    op_unit,
+    register_dense,
+)
+from .verilog import VerilogDesign, generate_verilog
 
 __all__ = [
     "PRODUCTS",
     "STYLES",
     "DataflowTop",
+    "Design",
+    "DesignError",
+    "Folded",
+    "FoldedDense",
+    "HardwareError",
+    "Impl",
     "MultiThresholdUnit",
     "ReLUUnit",
     "RequantUnit",
+    "Sparse",
+    "UnitOptions",
+    "Unrolled",
     "UnrolledDense",
     "UnrolledOptions",
     "VerilogDesign",
+    "dense_units",
     "element_shape",
     "generate_verilog",
     "hardware_chain",
-    "unrolled_unit",
+    "matrix_unit",
+    "op_unit",
+    "register_dense",
     "vector_signature",
 ]

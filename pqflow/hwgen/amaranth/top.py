@@ -3,14 +3,21 @@
 The graph's float edges stay outside the hardware: the top's input ``i`` carries the raws
 *after* the first ``Quantize`` (or the graph input itself when it is already integer),
 and its output ``o`` carries the raws of the last integer node (the one a final
-``Dequantize`` reads, or the graph output). ``unrolled_unit`` is the registry, keyed by
-op class, that builds the hardware for one node; an op it lacks raises an error naming
-the node.
+``Dequantize`` reads, or the graph output).
+
+Two registries build the units, both keyed by class (an op a style lacks raises a
+``HardwareError`` naming the node):
+
+- ``dense_units`` (``register_dense``): the matrix nodes (``Dense``, ``BinaryDense``), keyed
+  by the node's implementation class in the ``Design`` (``Unrolled``, ``Folded``, ``Sparse``);
+- ``op_unit``: every other op, one unit shared by all styles (``Requant``, ``ReLU``,
+  ``MultiThreshold``, and ``Flatten``/``Reshape`` as wiring).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from functools import singledispatch
 
 from amaranth.hdl import Module
@@ -18,6 +25,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ...ir import (
+    BinaryDense,
     Bipolar,
     Dense,
     Dequantize,
@@ -33,12 +41,32 @@ from ...ir import (
     Reshape,
     TensorType,
 )
+from ..design import (
+    MATRIX_OPS,
+    Design,
+    DesignError,
+    Folded,
+    HardwareError,
+    Impl,
+    UnitOptions,
+    Unrolled,
+)
 from .activation import MultiThresholdUnit, ReLUUnit
 from .common import vector_signature
 from .dense import PRODUCTS, UnrolledDense
+from .folded import FoldedDense
 from .requant import RequantUnit
 
-__all__ = ["DataflowTop", "UnrolledOptions", "hardware_chain", "unrolled_unit"]
+__all__ = [
+    "DataflowTop",
+    "DenseBuilder",
+    "UnrolledOptions",
+    "dense_units",
+    "hardware_chain",
+    "matrix_unit",
+    "op_unit",
+    "register_dense",
+]
 
 
 @dataclass(frozen=True)
@@ -81,50 +109,122 @@ class UnrolledOptions:
         return cls(**options)
 
 
+DenseBuilder = Callable[[Dense | BinaryDense, Node, TensorType, TensorType, Impl], wiring.Component]
+"""Builds the unit of one matrix node: ``(op, node, in_type, out_type, impl) -> Component``.
+
+``in_type``/``out_type`` are the node's input and output ``TensorType``s (the output
+element type is the IR's exact accumulator type). The component must have
+
+- ``i: In(vector_signature(in_type.dtype, in_type.size))`` and
+  ``o: Out(vector_signature(out_type.dtype, out_type.size))`` -- ready/valid streams
+  (``amaranth.lib.stream``) whose payload is a whole vector, element k at bits
+  [k*w, (k+1)*w); every accepted input vector yields exactly one output vector, in order;
+  it must honour back-pressure (hold ``o`` while ``o.ready`` is low) and may stall ``i``;
+- ``latency: int`` -- cycles from the edge an input vector is taken to the first cycle its
+  output is offered, with no stalls (for a data-dependent engine: with the first vector
+  of the stall-free run as measured, or an upper bound; say which in its docstring);
+- ``cycles_per_vector: int | None`` -- the initiation interval with a ready consumer
+  (1 for a fully pipelined unit; None when it depends on the data).
+
+It is built with the default ``sync`` domain (synchronous reset). Raise
+``HardwareError`` (naming ``node.describe()``) for an op the builder cannot handle.
+"""
+
+dense_units: dict[type[Impl], DenseBuilder] = {}
+"""The matrix-node builders by implementation class (``Unrolled``, ``Folded``, ``Sparse``)."""
+
+
+def register_dense(impl_cls: type[Impl]) -> Callable[[DenseBuilder], DenseBuilder]:
+    """Decorator registering the builder of ``impl_cls`` nodes in ``dense_units``::
+
+    @register_dense(Sparse)
+    def build_sparse(op, node, in_type, out_type, impl: Sparse) -> wiring.Component: ...
+    """
+    if not (isinstance(impl_cls, type) and issubclass(impl_cls, Impl)):
+        raise TypeError(f"register_dense: expected an Impl subclass, not {impl_cls!r}")
+
+    def register(builder: DenseBuilder) -> DenseBuilder:
+        dense_units[impl_cls] = builder
+        return builder
+
+    return register
+
+
+def matrix_unit(node: Node, in_type: TensorType, out_type: TensorType, impl: Impl):
+    """The unit of a ``Dense``/``BinaryDense`` node in implementation ``impl``."""
+    builder = dense_units.get(type(impl))
+    if builder is None:
+        known = ", ".join(sorted(c.style for c in dense_units))
+        raise HardwareError(
+            f"{node.describe()}: no builder is registered for style {impl.style!r} "
+            f"(registered: {known}); import its module (e.g. pqflow.hwgen.amaranth.sparse)"
+        )
+    return builder(node.op, node, in_type, out_type, impl)
+
+
+@register_dense(Unrolled)
+def _(op, node: Node, in_type: TensorType, out_type: TensorType, impl: Unrolled):
+    if not isinstance(op, Dense):
+        raise HardwareError(
+            f"{node.describe()}: {type(op).__name__} has no 'unrolled' hardware implementation "
+            "yet; use the 'folded' style"
+        )
+    return UnrolledDense(
+        op,
+        in_type.dtype,
+        out_type.dtype,
+        levels_per_stage=impl.levels_per_stage,
+        products=impl.products,
+    )
+
+
+@register_dense(Folded)
+def _(op, node: Node, in_type: TensorType, out_type: TensorType, impl: Folded):
+    try:
+        return FoldedDense(op, in_type.dtype, out_type.dtype, pe=impl.pe, simd=impl.simd)
+    except ValueError as e:
+        raise DesignError(f"{node.describe()}: {e}") from None
+
+
 @singledispatch
-def unrolled_unit(op: Op, node: Node, in_type: TensorType, options: UnrolledOptions):
-    """The unrolled hardware unit for ``node`` (a Component with ``i``, ``o`` and ``latency``),
-    or None when the node is pure wiring. Raises NotImplementedError for ops without one."""
-    supported = ", ".join(sorted(c.__name__ for c in unrolled_unit.registry if c is not object))
-    raise NotImplementedError(
-        f"{node.describe()}: {type(op).__name__} has no 'unrolled' hardware implementation "
+def op_unit(op: Op, node: Node, in_type: TensorType, options: UnitOptions, style: str):
+    """The unit of a non-matrix node, the same in every style (a Component with ``i``,
+    ``o`` and ``latency``), or None when the node is pure wiring. Raises HardwareError
+    naming the node for an op without one."""
+    supported = ", ".join(
+        sorted(
+            [c.__name__ for c in op_unit.registry if c is not object]
+            + [c.__name__ for c in MATRIX_OPS]
+        )
+    )
+    raise HardwareError(
+        f"{node.describe()}: {type(op).__name__} has no {style!r} hardware implementation "
         f"yet; supported ops: {supported}"
     )
 
 
-@unrolled_unit.register
-def _(op: Dense, node: Node, in_type: TensorType, options: UnrolledOptions):
-    return UnrolledDense(
-        op,
-        in_type.dtype,
-        node.type.dtype,
-        levels_per_stage=options.levels_per_stage,
-        products=options.products,
-    )
-
-
-@unrolled_unit.register
-def _(op: Requant, node: Node, in_type: TensorType, options: UnrolledOptions):
+@op_unit.register
+def _(op: Requant, node: Node, in_type: TensorType, options: UnitOptions, style: str):
     return RequantUnit(
         op, in_type.dtype, node.type.dtype, in_type.shape, registered=options.register_requant
     )
 
 
-@unrolled_unit.register
-def _(op: ReLU, node: Node, in_type: TensorType, options: UnrolledOptions):
+@op_unit.register
+def _(op: ReLU, node: Node, in_type: TensorType, options: UnitOptions, style: str):
     return ReLUUnit(in_type.dtype, in_type.shape, op)
 
 
-@unrolled_unit.register
-def _(op: MultiThreshold, node: Node, in_type: TensorType, options: UnrolledOptions):
+@op_unit.register
+def _(op: MultiThreshold, node: Node, in_type: TensorType, options: UnitOptions, style: str):
     return MultiThresholdUnit(
         op, in_type.dtype, node.type.dtype, in_type.shape, registered=options.register_threshold
     )
 
 
-@unrolled_unit.register(Flatten)
-@unrolled_unit.register(Reshape)
-def _(op, node: Node, in_type: TensorType, options: UnrolledOptions):
+@op_unit.register(Flatten)
+@op_unit.register(Reshape)
+def _(op, node: Node, in_type: TensorType, options: UnitOptions, style: str):
     return None  # row-major reshapes keep the flat element order: no logic
 
 
@@ -176,26 +276,46 @@ def hardware_chain(graph: Graph) -> tuple[TensorType, list[Node], TensorType]:
 class DataflowTop(wiring.Component):
     """A chain graph in hardware: one unit per integer node, streams joined in order.
 
-    ``i`` takes vectors of the raws after the graph's first ``Quantize``; ``o`` gives
-    the raws of its last integer node. ``latency`` is the sum of the units' latencies
-    (cycles from an accepted input to its output when nothing stalls); II = 1.
+    ``source`` is a ``Design`` (per-node implementations) or a ``Graph``, built all
+    unrolled with ``options`` (``UnrolledOptions``). ``i`` takes vectors of the raws after
+    the graph's first ``Quantize``; ``o`` gives the raws of its last integer node.
+    ``latency`` is the sum of the units' latencies (cycles from an accepted input to its
+    output when nothing stalls); ``cycles_per_vector`` (the II) is the largest of the
+    units' (None when one of them depends on the data).
     """
 
-    def __init__(self, graph: Graph, options: UnrolledOptions | None = None) -> None:
-        options = UnrolledOptions() if options is None else options
-        if not isinstance(options, UnrolledOptions):
-            raise TypeError(f"DataflowTop: options must be UnrolledOptions, not {options!r}")
-        self.graph, self.options = graph, options
+    def __init__(self, source: Graph | Design, options: UnrolledOptions | None = None) -> None:
+        if isinstance(source, Design):
+            if options is not None:
+                raise TypeError("DataflowTop: options apply to a Graph, not to a Design")
+            design = source
+        elif isinstance(source, Graph):
+            options = UnrolledOptions() if options is None else options
+            if not isinstance(options, UnrolledOptions):
+                raise TypeError(f"DataflowTop: options must be UnrolledOptions, not {options!r}")
+            design = Design.uniform(source, "unrolled", **asdict(options))
+        else:
+            raise TypeError(f"DataflowTop: source must be a Graph or a Design, not {source!r}")
+        graph = design.graph
+        self.design, self.graph = design, graph
         self.in_type, nodes, self.out_type = hardware_chain(graph)
         types = graph.types()
         self.units: list[tuple[str, wiring.Component]] = []
+        styles = sorted({impl.style for _, impl in design.impls}) or ["unrolled"]
+        style = styles[0] if len(styles) == 1 else "/".join(styles)
         t = self.in_type
         for n in nodes:
-            unit = unrolled_unit(n.op, n, t, options)
+            if isinstance(n.op, MATRIX_OPS):
+                unit = matrix_unit(n, t, types[n.name], design.impl(n.name))
+            else:
+                unit = op_unit(n.op, n, t, design.options, style)
             if unit is not None:
                 self.units.append((n.name, unit))
             t = types[n.name]
-        self.latency = sum(u.latency for _, u in self.units)
+        lat = [getattr(u, "latency", None) for _, u in self.units]
+        self.latency = None if None in lat else sum(lat)
+        cpv = [getattr(u, "cycles_per_vector", 1) for _, u in self.units]
+        self.cycles_per_vector = None if None in cpv else max(cpv, default=1)
         super().__init__(
             {
                 "i": In(vector_signature(self.in_type.dtype, self.in_type.size)),

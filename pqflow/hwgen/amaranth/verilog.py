@@ -29,12 +29,10 @@ import numpy as np
 from amaranth.back import verilog
 
 from ...ir import Graph
-from .top import DataflowTop, UnrolledOptions
+from ..design import STYLES, Design, DesignError
+from .top import DataflowTop
 
 __all__ = ["STYLES", "VerilogDesign", "generate_verilog"]
-
-STYLES = ("unrolled",)
-"""Hardware styles ``generate_verilog`` implements (``folded`` and ``sparse`` are to come)."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,14 @@ class VerilogDesign:
     out_width: int
     out_signed: bool
     out_count: int
-    latency: int
+    latency: int | None
     in_frac: int = 0
     out_frac: int = 0
+    cycles_per_vector: int | None = 1
+    """Initiation interval with a ready consumer (None when it depends on the data)."""
+    axis: bool = False
+    """The ports are AXI-Stream (``pqflow.hwgen.amaranth.axis``), not ``i__*``/``o__*``."""
+    design: Design | None = None
 
     @property
     def digest(self) -> str:
@@ -121,32 +124,52 @@ def _no_comb_cycle_check() -> Iterator[None]:
 
 
 def generate_verilog(
-    graph: Graph,
+    source: Graph | Design,
     style: str = "unrolled",
-    name: str = "pqflow_top",
+    name: str | None = None,
     *,
+    axis: bool = False,
     check_cycles: bool = False,
     **options,
 ) -> VerilogDesign:
     """Verilog for the integer part of a chain graph (see ``DataflowTop``).
 
-    ``options`` are the fields of the style's options (``UnrolledOptions`` for
-    ``unrolled``). Raises ValueError for an unknown style, TypeError for an unknown
-    option, NotImplementedError naming the node for an op the style lacks.
+    ``source`` is a ``Design`` (its per-node implementations and name are used; ``style``
+    and ``options`` must then be left out) or a ``Graph``, built as
+    ``Design.uniform(graph, style, **options)``: ``options`` are the fields of the style's
+    ``Impl`` (``levels_per_stage``/``products`` for ``unrolled``, ``pe``/``simd`` for
+    ``folded``, ``pe`` for ``sparse``) and of ``UnitOptions``. ``name`` defaults to the
+    design's (``pqflow_top``). ``axis=True`` wraps the top in AXI-Stream ports
+    (``pqflow.hwgen.amaranth.axis.AxisTop``).
+
+    Raises ``DesignError`` (a ValueError) for an unknown style or a folding factor that
+    does not divide, TypeError for an unknown option, ``HardwareError`` (a
+    NotImplementedError) naming the node for an op the style lacks.
     ``check_cycles=True`` runs Amaranth's combinational-loop check (slow on big layers;
     see ``_no_comb_cycle_check``); the text is the same either way.
     """
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"name must be a Verilog identifier, not {name!r}")
-    top = DataflowTop(graph, UnrolledOptions.from_kwargs(options))
+    if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+        raise DesignError(f"name must be a Verilog identifier, not {name!r}")
+    if isinstance(source, Design):
+        if options or style != "unrolled":
+            raise TypeError("generate_verilog: style and options apply to a Graph, not a Design")
+        design = source
+        if name is not None and name != design.name:
+            design = Design(design.graph, design.impls, design.options, name)
+    else:
+        design = Design.uniform(source, style, name=name or "pqflow_top", **options)
+    top = DataflowTop(design)
+    module = top
+    if axis:
+        from .axis import AxisTop
+
+        module = AxisTop(top)
     with contextlib.nullcontext() if check_cycles else _no_comb_cycle_check():
-        text = verilog.convert(top, name=name, emit_src=False)
+        text = verilog.convert(module, name=design.name, emit_src=False)
     it, ot = top.in_type, top.out_type
     return VerilogDesign(
         text=text,
-        top=name,
+        top=design.name,
         in_width=it.dtype.width,
         in_signed=bool(it.dtype.signed),
         in_count=it.size,
@@ -156,4 +179,7 @@ def generate_verilog(
         latency=top.latency,
         in_frac=it.dtype.frac,
         out_frac=ot.dtype.frac,
+        cycles_per_vector=top.cycles_per_vector,
+        axis=axis,
+        design=design,
     )
