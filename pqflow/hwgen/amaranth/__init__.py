@@ -24,6 +24,7 @@ from .common import element_shape, vector_signature
 from .dense import PRODUCTS, UnrolledDense
 from .folded import FoldedDense
 from .requant import RequantUnit
+from .sparse import SparseDense  # importing it registers the 'sparse' builder, if it has one
 from .top import (
     DataflowTop,
     UnrolledOptions,
@@ -49,6 +50,7 @@ __all__ = [
     "ReLUUnit",
     "RequantUnit",
     "Sparse",
+    "SparseDense",
     "UnitOptions",
     "Unrolled",
     "UnrolledDense",

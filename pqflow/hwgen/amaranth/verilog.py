@@ -75,6 +75,45 @@ class VerilogDesign:
     def pack_output(self, raws) -> int:
         return _pack(raws, self.out_width, self.out_count)
 
+    @property
+    def port_names(self) -> dict:
+        """The port names as ``pqflow.sim.StreamPorts(**port_names)`` takes them
+        (empty: Amaranth's defaults; the AXI-Stream names when ``axis``)."""
+        if not self.axis:
+            return {}
+        from .axis import AXIS_PORTS
+
+        return dict(AXIS_PORTS)
+
+    def bench_args(self, in_raws, expected_raws) -> dict:
+        """Keyword arguments of ``pqflow.sim.verify_stream`` for (N, in_count) input and
+        (N, out_count) expected raws: the raws themselves, or for an AXI-Stream design the
+        tdata words as bytes (unsigned 8-bit elements), so padding is compared too.
+        Add ``ports=StreamPorts(**self.port_names)``."""
+        ins, exp = np.asarray(in_raws), np.asarray(expected_raws)
+        if not self.axis:
+            return dict(
+                in_vectors=ins,
+                in_width=self.in_width,
+                in_signed=self.in_signed,
+                expected=exp,
+                out_width=self.out_width,
+                out_signed=self.out_signed,
+            )
+        return dict(
+            in_vectors=_bytes([self.pack_input(v) for v in ins], self.in_width * self.in_count),
+            in_width=8,
+            in_signed=False,
+            expected=_bytes([self.pack_output(v) for v in exp], self.out_width * self.out_count),
+            out_width=8,
+            out_signed=False,
+        )
+
+
+def _bytes(words: list[int], bits: int) -> np.ndarray:
+    n = -(-bits // 8)
+    return np.array([list(w.to_bytes(n, "little")) for w in words], dtype=np.int64).reshape(-1, n)
+
 
 def _pack(raws, width: int, count: int) -> int:
     values = [int(v) for v in np.asarray(raws).reshape(-1)]
