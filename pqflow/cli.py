@@ -117,6 +117,192 @@ def run(ir_file: Path, data: str, as_json: bool) -> None:
     )
 
 
+_STYLES = ("unrolled", "folded", "sparse")
+
+
+def _style_options(style: str, pe: int | None, simd: int | None) -> dict:
+    """The Impl options the CLI's --pe/--simd give for ``style`` (UserError when misused)."""
+    takes = {"unrolled": (), "folded": ("pe", "simd"), "sparse": ("pe",)}[style]
+    options = {}
+    for flag, value in (("pe", pe), ("simd", simd)):
+        if value is None:
+            continue
+        if flag not in takes:
+            users = " and ".join(
+                s for s, t in (("folded", ("pe", "simd")), ("sparse", ("pe",))) if flag in t
+            )
+            raise UserError(f"--{flag} applies to the {users} style, not to {style!r}")
+        options[flag] = value
+    return options
+
+
+def _design_for(ir_file: Path, style: str, pe, simd, axis: bool, top: str):
+    """(graph, VerilogDesign) of an IR file in one style; bad designs are UserErrors."""
+    from . import ir
+    from .hwgen import generate_verilog
+
+    graph = ir.load(ir_file)
+    options = _style_options(style, pe, simd)
+    try:
+        return graph, generate_verilog(graph, style, top, axis=axis, **options)
+    except UserError:
+        raise
+    except (ValueError, TypeError) as e:  # a graph the dataflow top cannot take
+        raise UserError(f"{ir_file}: {e}") from None
+
+
+def _hardware_options(f):
+    f = click.option("--top", default="pqflow_top", show_default=True, help="Verilog module name.")(
+        f
+    )
+    f = click.option("--axis", is_flag=True, help="AXI-Stream top ports (s_axis_*/m_axis_*).")(f)
+    f = click.option("--simd", type=int, default=None, help="Inputs per cycle (folded).")(f)
+    f = click.option("--pe", type=int, default=None, help="Processing elements (folded, sparse).")(
+        f
+    )
+    f = click.option(
+        "--style",
+        type=click.Choice(_STYLES),
+        default="unrolled",
+        show_default=True,
+        help="Implementation of every Dense/BinaryDense node.",
+    )(f)
+    return f
+
+
+@cli.command()
+@click.argument("ir_file", type=click.Path(dir_okay=False, path_type=Path))
+@_hardware_options
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder for <top>.v and design.json. Must not exist unless --force.",
+)
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def gen(ir_file: Path, style, pe, simd, axis, top, out: Path, force: bool) -> None:
+    """Generate Verilog for an IR graph: OUT/<top>.v and OUT/design.json (per-node style)."""
+    import shutil
+
+    if out.exists() and not force:
+        raise UserError(f"output folder {out} exists; pass --force to replace it or choose another")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another output path")
+    _, d = _design_for(ir_file, style, pe, simd, axis, top)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / f"{d.top}.v").write_text(d.text)
+    info = {
+        **d.design.describe(),
+        "source": str(ir_file),
+        "axis": d.axis,
+        "ports": d.port_names or "amaranth (clk, rst, i__*, o__*)",
+        "input": {"count": d.in_count, "width": d.in_width, "signed": d.in_signed},
+        "output": {"count": d.out_count, "width": d.out_width, "signed": d.out_signed},
+        "latency_cycles": d.latency,
+        "cycles_per_vector": d.cycles_per_vector,
+        "sha256": d.digest,
+    }
+    (out / "design.json").write_text(json.dumps(info, indent=2) + "\n")
+    click.echo(
+        f"{out / (d.top + '.v')}: {style}, {d.text.count(chr(10))} lines, "
+        f"latency {d.latency}, cycles per vector {d.cycles_per_vector}"
+    )
+
+
+@cli.command()
+@click.argument("ir_file", type=click.Path(dir_okay=False, path_type=Path))
+@_hardware_options
+@click.option(
+    "--sim",
+    type=click.Choice(["verilator", "icarus"]),
+    default="verilator",
+    show_default=True,
+    help="Simulator.",
+)
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Number of digits test images (the first N).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Stall pattern seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(ir_file: Path, style, pe, simd, axis, top, sim, count, seed, as_json) -> None:
+    """Simulate the RTL of an IR graph on the first N digits test images against the oracle.
+
+    Input stalls and output back-pressure are random; every output word is compared.
+    Exit 1 when the RTL differs from the oracle.
+    """
+    import numpy as np
+
+    from .models.data import load_digits_split
+    from .sim import StreamPorts, verify_stream
+    from .sim.graph import hardware_vectors
+
+    graph, d = _design_for(ir_file, style, pe, simd, axis, top)
+    split = load_digits_split()
+    shape = graph.inputs[0].type.shape
+    if split.x_test[0].size != int(np.prod(shape)):
+        raise UserError(
+            f"{ir_file}: input shape {shape} does not take digits samples of shape "
+            f"{split.x_test.shape[1:]}"
+        )
+    x = split.x_test[:count].reshape(-1, *shape)
+    ins, expected = hardware_vectors(graph, x)
+    res = verify_stream(
+        d.text,
+        d.top,
+        **d.bench_args(ins, expected),
+        ports=StreamPorts(**d.port_names),
+        sim=sim,
+        seed=seed,
+    )
+    summary = {
+        "file": str(ir_file),
+        "style": style,
+        "design": d.design.describe()["nodes"],
+        "sim": sim,
+        "vectors": res.n_vectors,
+        "bit_exact": res.passed,
+        "mismatches": res.n_mismatches,
+        "error": res.error,
+        "latency_cycles": res.latency_cycles,
+        "latency_model": d.latency,
+        "ii_cycles": res.ii_cycles,
+        "cycles_per_vector": d.cycles_per_vector,
+        "build_seconds": round(res.build.build_seconds, 2),
+        "build_cached": res.build.cached,
+        "vectors_per_second": round(res.vectors_per_second, 1),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(
+            f"{ir_file} ({style}) on {sim}: bit-exact {'yes' if res.passed else 'no'}, "
+            f"{res.n_vectors} vectors, {res.n_mismatches} mismatches"
+        )
+        click.echo(
+            f"  latency {res.latency_cycles} cycles (model {d.latency}), II {res.ii_cycles} "
+            f"cycles, cycles per vector {d.cycles_per_vector}"
+        )
+        click.echo(
+            f"  build {res.build.build_seconds:.1f}s{' (cached)' if res.build.cached else ''}, "
+            f"{res.vectors_per_second:.0f} vectors/s"
+        )
+        for mm in res.mismatches[:3]:
+            click.echo(f"  {mm}")
+        if res.error:
+            click.echo(f"  {res.error}")
+    if not res.passed:
+        raise CheckFailed(f"RTL != oracle: {res.n_mismatches} mismatching vectors")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning known errors into one line and an exit code."""
     try:

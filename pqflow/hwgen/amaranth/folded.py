@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -88,11 +88,23 @@ class FoldedDense(wiring.Component):
             }
         )
 
+    @property
+    def has_bias(self) -> bool:
+        return not self.binary and self.op.bias is not None
+
+    @property
+    def rom_width(self) -> int:
+        """Bits per ROM row: PE*SIMD weights, then PE biases (accumulator width) if any."""
+        bias = self.pe * self.out_type.width if self.has_bias else 0
+        return self.pe * self.simd * self.weight_width + bias
+
     def rom_rows(self) -> list[int]:
         """The ROM contents: row nf*SF + sf packs W[nf*PE + p, sf*SIMD + s] at bit
-        (p*SIMD + s) * weight_width, two's complement."""
+        (p*SIMD + s) * weight_width, two's complement; rows with sf = 0 also hold the
+        biases b[nf*PE + p] above the weights (the value an accumulator starts from)."""
         w = self.op.weight.data
         wb, mask = self.weight_width, (1 << self.weight_width) - 1
+        base, aw = self.pe * self.simd * wb, self.out_type.width
         rows = []
         for nf in range(self.nf):
             for sf in range(self.sf):
@@ -101,6 +113,9 @@ class FoldedDense(wiring.Component):
                     for s in range(self.simd):
                         v = int(w[nf * self.pe + p, sf * self.simd + s]) & mask
                         word |= v << ((p * self.simd + s) * wb)
+                    if self.has_bias and sf == 0:
+                        b = int(self.op.bias.data[nf * self.pe + p]) & ((1 << aw) - 1)
+                        word |= b << (base + p * aw)
                 rows.append(word)
         return rows
 
@@ -111,7 +126,7 @@ class FoldedDense(wiring.Component):
         out_shape = element_shape(self.out_type)
 
         m.submodules.rom = rom = Memory(
-            shape=unsigned(pe * simd * wb), depth=cycles, init=self.rom_rows()
+            shape=unsigned(self.rom_width), depth=cycles, init=self.rom_rows()
         )
         rd = rom.read_port()
 
@@ -144,7 +159,7 @@ class FoldedDense(wiring.Component):
 
         # the PEs: one partial sum of SIMD products each, added to the accumulator
         acc_shape = unsigned(mw.bit_length()) if self.binary else out_shape
-        bias = self.op.bias.data if not self.binary and self.op.bias is not None else None
+        bias_at, aw = pe * simd * wb, self.out_type.width
         results = []
         for p in range(pe):
             acc = Signal(acc_shape, name=f"acc{p}")
@@ -158,8 +173,10 @@ class FoldedDense(wiring.Component):
                         w = w.as_signed()
                     terms.append(w * xb[s])
             psum = reduce(lambda a, b: a + b, terms)
-            if bias is not None:
-                start = Array(Const(int(bias[f * pe + p]), acc_shape) for f in range(nfs))[nf]
+            if self.has_bias:  # no constant table indexed by nf: Icarus misses its first value
+                start = rd.data[bias_at + p * aw : bias_at + (p + 1) * aw].as_signed()
+                if not acc_shape.signed:
+                    start = start.as_unsigned()
             else:
                 start = Const(0, acc_shape)
             total = Signal.like(acc, name=f"sum{p}")
