@@ -1,12 +1,13 @@
 """``SparseDense``: an EIE-style sparse matrix-vector engine for a Dense layer.
 
-Weights are stored compressed, per processing element (PE): output row ``r`` belongs to
-PE ``r % pe`` (row interleaving), and each PE keeps only its nonzero weights, in
-column-major (CSC) order, as ``(value, local row)`` words in a ROM, with a constant
-table of where each input column's run starts. At run time the engine takes one input
-vector, marks its nonzero elements, and every PE walks, independently, the columns that
-are both nonzero in the input (dynamic sparsity) and hold at least one of its weights
-(static sparsity), one multiply-accumulate per cycle. The output vector (the IR's exact
+Weights are stored compressed, per processing element (PE): each output row belongs to
+one PE (rows assigned to balance the nonzeros, or interleaved as in EIE: see
+``assign_rows``), and each PE keeps only its nonzero weights, in column-major (CSC)
+order, as ``(value, local row)`` words in a ROM, with a constant table of where each
+input column's run starts. At run time the engine takes one input vector, marks its
+nonzero elements, and every PE walks, independently, the columns that are both nonzero
+in the input (dynamic sparsity) and hold at least one of its weights (static
+sparsity), one multiply-accumulate per cycle. The output vector (the IR's exact
 accumulator type, bias included) is offered when every PE is done.
 
 Cycles per vector (see :func:`expected_cycles` and ``docs/hw-sparse.md``)::
@@ -28,13 +29,18 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ...ir import Dense, Fixed, IRError, TensorType
+from ...ir import Dense, Fixed, IRError, Node, TensorType
+from ..design import DesignError, HardwareError, Sparse
 from .common import check_type, element_shape, vector_signature
+from .top import register_dense
 
 __all__ = [
+    "BALANCES",
     "SparseDense",
     "SparseWeights",
     "active_columns",
+    "assign_rows",
+    "build_sparse",
     "compress",
     "expected_cycles",
     "folded_cycles",
@@ -42,19 +48,26 @@ __all__ = [
 ]
 
 
+BALANCES = ("greedy", "interleave")
+"""How output rows are assigned to PEs: ``greedy`` balances nonzeros (longest-processing-
+time first, at most ceil(n_out / pe) rows per PE); ``interleave`` is EIE's row r -> PE
+r % pe."""
+
+
 @dataclass(frozen=True)
 class SparseWeights:
-    """A (n_out, n_in) weight matrix compressed for ``pe`` row-interleaved PEs.
+    """A (n_out, n_in) weight matrix compressed for ``pe`` PEs.
 
-    PE ``p`` owns rows ``p, p + pe, p + 2*pe, ...``; row ``r`` is PE ``r % pe``'s
-    local row ``r // pe``. ``values[p]`` and ``rows[p]`` list PE p's nonzero weights
-    and their local rows, column by column (CSC); ``start[p][j]`` is where column j's
-    run begins in them and ``counts[p][j]`` its length, nnz(p, j).
+    ``out_rows[p]`` lists the output rows PE p owns (ascending); its local row k is
+    output row ``out_rows[p][k]``. ``values[p]`` and ``rows[p]`` list PE p's nonzero
+    weights and their local rows, column by column (CSC); ``start[p][j]`` is where
+    column j's run begins in them and ``counts[p][j]`` its length, nnz(p, j).
     """
 
     n_out: int
     n_in: int
     pe: int
+    out_rows: tuple[tuple[int, ...], ...]
     values: tuple[tuple[int, ...], ...]
     rows: tuple[tuple[int, ...], ...]
     start: tuple[tuple[int, ...], ...]
@@ -62,8 +75,8 @@ class SparseWeights:
 
     @property
     def local_rows(self) -> int:
-        """Accumulators per PE: ceil(n_out / pe)."""
-        return -(-self.n_out // self.pe)
+        """Accumulators of the largest PE: ceil(n_out / pe)."""
+        return max(len(r) for r in self.out_rows)
 
     @property
     def nnz(self) -> int:
@@ -74,8 +87,8 @@ class SparseWeights:
         return np.array(self.counts, dtype=np.int64).reshape(self.pe, self.n_in)
 
     def imbalance(self) -> float:
-        """max over PEs / mean over PEs of each PE's nonzero count (1.0 is perfect);
-        the worst-case (all inputs nonzero) cycles are this times nnz / pe."""
+        """max over PEs / mean over PEs of each PE's nonzero count (1.0 is perfect): the
+        cycles of an all-nonzero input are this times nnz / pe, plus 2."""
         per_pe = [len(v) for v in self.values]
         mean = sum(per_pe) / self.pe
         return max(per_pe) / mean if mean else 1.0
@@ -94,19 +107,49 @@ def _check_pe(owner: str, pe: object) -> int:
     return pe
 
 
-def compress(weight, pe: int) -> SparseWeights:
-    """Compress an integer (n_out, n_in) weight matrix for ``pe`` PEs (see SparseWeights).
+def _check_balance(owner: str, balance: object) -> str:
+    if balance not in BALANCES:
+        raise ValueError(
+            f"{owner}: balance must be one of {', '.join(map(repr, BALANCES))}, not {balance!r}"
+        )
+    return balance
 
-    ``pe`` larger than n_out is clamped to n_out (a PE without rows does nothing).
+
+def assign_rows(weight, pe: int, balance: str = "greedy") -> tuple[tuple[int, ...], ...]:
+    """The output rows of each of ``min(pe, n_out)`` PEs (see ``BALANCES``).
+
+    ``greedy`` takes rows by decreasing nonzero count (ties: lower row first) and gives
+    each to the PE with the fewest nonzeros so far among those with fewer than
+    ceil(n_out / pe) rows (ties: fewer rows, then lower PE).
     """
+    w = np.asarray(weight)
+    n_out = w.shape[0]
+    pe = min(_check_pe("assign_rows", pe), n_out)
+    if _check_balance("assign_rows", balance) == "interleave":
+        return tuple(tuple(range(p, n_out, pe)) for p in range(pe))
+    nnz = np.count_nonzero(w, axis=1)
+    cap = -(-n_out // pe)
+    load, owned = [0] * pe, [[] for _ in range(pe)]
+    for r in sorted(range(n_out), key=lambda r: (-int(nnz[r]), r)):
+        p = min(
+            (q for q in range(pe) if len(owned[q]) < cap), key=lambda q: (load[q], len(owned[q]), q)
+        )
+        owned[p].append(r)
+        load[p] += int(nnz[r])
+    return tuple(tuple(sorted(o)) for o in owned)
+
+
+def compress(weight, pe: int, balance: str = "greedy") -> SparseWeights:
+    """Compress an integer (n_out, n_in) weight matrix for ``pe`` PEs (see SparseWeights
+    and ``assign_rows``). ``pe`` larger than n_out is clamped to n_out."""
     w = np.asarray(weight)
     if w.ndim != 2:
         raise ValueError(f"compress: weight must be 2-D (out, in), not shape {w.shape}")
     n_out, n_in = w.shape
-    pe = min(_check_pe("compress", pe), n_out)
+    out_rows = assign_rows(w, pe, balance)
     values, rows, start, counts = [], [], [], []
-    for p in range(pe):
-        sub = w[p::pe]  # PE p's rows, local row k = global row p + k * pe
+    for owned in out_rows:
+        sub = w[list(owned)]  # local row k = output row owned[k]
         v, r, s, c = [], [], [], []
         for j in range(n_in):
             s.append(len(v))
@@ -118,17 +161,19 @@ def compress(weight, pe: int) -> SparseWeights:
         rows.append(tuple(r))
         start.append(tuple(s))
         counts.append(tuple(c))
-    return SparseWeights(n_out, n_in, pe, *map(tuple, (values, rows, start, counts)))
+    return SparseWeights(
+        n_out, n_in, len(out_rows), out_rows, *map(tuple, (values, rows, start, counts))
+    )
 
 
-def _weights_of(op: Dense | SparseWeights, pe: int | None) -> SparseWeights:
+def _weights_of(op: Dense | SparseWeights, pe: int | None, balance: str) -> SparseWeights:
     if isinstance(op, SparseWeights):
         return op
     if not isinstance(op, Dense):
         raise TypeError(f"op must be a pqflow.ir.Dense or SparseWeights, not {op!r}")
     if pe is None:
         raise ValueError("pe is required when op is a Dense")
-    return compress(op.weight.data, pe)
+    return compress(op.weight.data, pe, balance)
 
 
 def active_columns(x_raws, skip_zero_activations: bool = True) -> np.ndarray:
@@ -142,14 +187,16 @@ def expected_cycles(
     x_raws,
     pe: int | None = None,
     *,
+    balance: str = "greedy",
     skip_zero_activations: bool = True,
 ):
     """Cycles ``SparseDense`` spends on input vector ``x_raws`` (an int), or on each
     vector of a batch (an int64 array): ``1 + S + (S > 0)`` with
     S = max_p sum_{j active} nnz(p, j). This is the initiation interval of that vector
     in a stall-free stream (accept of one vector to accept of the next), and its
-    latency from accept to output valid minus one."""
-    sw = _weights_of(op, pe)
+    latency from accept to output valid minus one. ``op`` is a Dense (compressed with
+    ``pe`` and ``balance``) or a ``SparseWeights``."""
+    sw = _weights_of(op, pe, balance)
     x = np.asarray(x_raws)
     if x.shape[-1] != sw.n_in:
         raise ValueError(f"expected_cycles: input has {x.shape[-1]} elements, not {sw.n_in}")
@@ -159,10 +206,12 @@ def expected_cycles(
     return int(cycles) if np.ndim(cycles) == 0 else cycles.astype(np.int64)
 
 
-def lockstep_cycles(op: Dense | SparseWeights, x_raws, pe: int | None = None):
+def lockstep_cycles(
+    op: Dense | SparseWeights, x_raws, pe: int | None = None, *, balance: str = "greedy"
+):
     """What a lockstep engine (every PE on the same column) would need: sum over active
     columns of max_p nnz(p, j), plus the same overhead; for comparison only."""
-    sw = _weights_of(op, pe)
+    sw = _weights_of(op, pe, balance)
     act = active_columns(np.asarray(x_raws)).astype(np.int64)
     s = act @ sw.column_counts().max(axis=0)
     cycles = 1 + s + (s > 0)
@@ -179,7 +228,8 @@ class SparseDense(wiring.Component):
     """A Dense layer on ``pe`` sparse processing elements (EIE-style).
 
     Weights live compressed (nonzero values and their row indices) in one ROM per PE;
-    rows are interleaved across PEs (row r on PE r % pe). The engine takes one input
+    each output row belongs to one PE, chosen by ``balance`` (``"greedy"``: balance the
+    nonzeros; ``"interleave"``: row r on PE r % pe, as EIE). The engine takes one input
     vector, then each PE performs one multiply-accumulate per cycle over its nonzero
     weights in the columns whose input is nonzero, skipping zero weights (static
     pruning) and zero activations (dynamic), and finally offers the output vector in
@@ -204,6 +254,7 @@ class SparseDense(wiring.Component):
         out_type: Fixed,
         pe: int = 1,
         *,
+        balance: str = "greedy",
         skip_zero_activations: bool = True,
     ) -> None:
         if not isinstance(op, Dense):
@@ -211,6 +262,7 @@ class SparseDense(wiring.Component):
         check_type("SparseDense", "in_type", in_type)
         check_type("SparseDense", "out_type", out_type)
         _check_pe("SparseDense", pe)
+        _check_balance("SparseDense", balance)
         if not isinstance(skip_zero_activations, bool):
             raise ValueError(
                 f"SparseDense: skip_zero_activations must be True or False, "
@@ -229,7 +281,8 @@ class SparseDense(wiring.Component):
         self.op, self.in_type, self.out_type = op, in_type, out_type
         self.n_in, self.n_out = n_in, n_out
         self.skip_zero_activations = skip_zero_activations
-        self.weights = compress(op.weight.data, pe)
+        self.balance = balance
+        self.weights = compress(op.weight.data, pe, balance)
         self.pe = self.weights.pe
         bias = op.bias.data if op.bias is not None else [0] * n_out
         self._bias = [int(b) for b in bias]
@@ -282,8 +335,9 @@ class SparseDense(wiring.Component):
         ]
         with m.If(finish):
             m.d.sync += out_valid.eq(1)
-            for r in range(self.n_out):
-                m.d.sync += out_buf[r].eq(pes[r % sw.pe][2][r // sw.pe])
+            for p, owned in enumerate(sw.out_rows):
+                for k, r in enumerate(owned):
+                    m.d.sync += out_buf[r].eq(pes[p][2][k])
         with m.Elif(self.o.ready):
             m.d.sync += out_valid.eq(0)
         with m.If(accept):
@@ -296,7 +350,7 @@ class SparseDense(wiring.Component):
         """PE ``p``: its column scan, weight ROM and accumulators."""
         sw = self.weights
         counts, start = sw.counts[p], sw.start[p]
-        rows = range(p, self.n_out, sw.pe)
+        rows = sw.out_rows[p]
         accs = [Signal(acc_shape, name=f"pe{p}_acc{k}", reset_less=True) for k in range(len(rows))]
         with m.If(accept):
             for k, r in enumerate(rows):
@@ -327,7 +381,8 @@ class SparseDense(wiring.Component):
             with m.Else():
                 m.d.sync += step.eq(step + 1)
 
-        words = [(r << ww) | (v & ((1 << ww) - 1)) for v, r in zip(sw.values[p], sw.rows[p])]
+        wmask = (1 << ww) - 1
+        words = [(r << ww) | (v & wmask) for v, r in zip(sw.values[p], sw.rows[p], strict=True)]
         rom = Memory(shape=unsigned(ww + rb), depth=nnz, init=words)
         m.submodules[f"pe{p}_rom"] = rom
         rd = rom.read_port(domain="sync")
@@ -346,3 +401,20 @@ class SparseDense(wiring.Component):
                 with m.If(row == k):
                     m.d.sync += acc.eq(total)
         return pending, in_flight, accs
+
+
+@register_dense(Sparse)
+def build_sparse(
+    op, node: Node, in_type: TensorType, out_type: TensorType, impl: Sparse
+) -> SparseDense:
+    """The ``sparse`` style's unit for a matrix node: a ``SparseDense`` with ``impl.pe``
+    PEs (nonzero-balanced rows, zero activations skipped)."""
+    if not isinstance(op, Dense):
+        raise HardwareError(
+            f"{node.describe()}: {type(op).__name__} has no 'sparse' hardware implementation "
+            "(binary weights have no zeros to skip); use the 'folded' style"
+        )
+    try:
+        return SparseDense(op, in_type.dtype, out_type.dtype, impl.pe)
+    except ValueError as e:
+        raise DesignError(f"{node.describe()}: {e}") from None
