@@ -59,7 +59,7 @@ def check_engine(dut: SparseDense, in_type: Fixed, x: np.ndarray, seed: int) -> 
     got, ins, outs = run_stream(dut, x, seed=seed, stall_prob=0, backpressure_prob=0)
     assert np.array_equal(got, want)
     cycles = dut.expected_cycles(x)
-    assert outs[0] - ins[0] == cycles[0] + 1
+    assert outs[0] - ins[0] == cycles[0] + 1 <= dut.latency  # latency: an upper bound
     assert np.diff(ins).tolist() == cycles[:-1].tolist()  # the next vector enters as one ends
     assert np.diff(outs).tolist() == cycles[1:].tolist()
 
