@@ -10,7 +10,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 STAMP="$VENV/.pqflow-setup-stamp"
 TORCH="torch==2.13.0"   # pinned: an unpinned torch pulls a multi-GB CUDA build
-EXTRAS="models,hw,hls,dev"
+EXTRAS="models,hw,hls,onnx,dev"
 
 LOG="$VENV/setup.log"
 

@@ -29,7 +29,8 @@ Supported ONNX ops (``SUPPORTED``) and how they map:
 - ``Add`` of two activations with equal residual scales -> ``Add``.
 - ``Mul`` / ``Div`` by a positive constant (scalar or per channel) -> folded into r.
 - ``Relu``, ``MaxPool`` (no padding), ``Flatten`` (axis 1), ``Reshape`` to (N, -1),
-  ``Transpose`` NCHW <-> NHWC, ``Identity``.
+  ``AveragePool`` (power-of-two windows, no padding), ``Transpose`` NCHW <-> NHWC,
+  ``Identity``.
 
 Layout: images are NCHW in ONNX and channels-last in the IR, so the IR graph takes an
 (N, H, W, C) input where the ONNX model takes (N, C, H, W) and gives image outputs
@@ -59,6 +60,7 @@ import numpy as np
 from pqflow.errors import UserError
 from pqflow.ir import (
     Add,
+    AvgPool2d,
     BinaryConv2d,
     BinaryDense,
     Bipolar,
@@ -70,11 +72,13 @@ from pqflow.ir import (
     Float,
     Graph,
     GraphBuilder,
+    IRError,
     MaxPool2d,
     MultiThreshold,
     Quantize,
     ReLU,
     Requant,
+    Reshape,
     Rounding,
     Weight,
 )
@@ -84,6 +88,7 @@ __all__ = ["SUPPORTED", "QONNXImportError", "UnsupportedONNXOp", "from_qonnx"]
 
 SUPPORTED = (
     "Add",
+    "AveragePool",
     "BipolarQuant",
     "Conv",
     "Div",
@@ -811,15 +816,39 @@ class _Importer:
     def op_Reshape(self, node) -> None:
         a = self.act(node)
         ins, outs = self.shape(node.input[0]), self.shape(node.output[0])
-        if len(outs) == 2 and outs[0] == ins[0]:
-            self.flatten(node, a)
-        elif outs == ins:
+        if outs == ins:
             self.acts[node.output[0]] = a
+        elif len(outs) == 2 and outs[0] == ins[0]:
+            self.flatten(node, a)
+        elif a.layout == "same" and outs[0] == ins[0]:
+            y = self.b.add(Reshape(outs[1:]), a.name, name=self.ir_name(node))
+            self.acts[node.output[0]] = _Act(y, a.resid if a.resid.size == 1 else None, "same")
+            if a.resid.size != 1:
+                raise QONNXImportError(
+                    f"ONNX node '{node.name}' (Reshape): per-channel scales cannot be reshaped"
+                )
         else:
             raise QONNXImportError(
-                f"ONNX node '{node.name}' (Reshape): only (N, ...) -> (N, -1) is supported, "
-                f"not {ins} -> {outs}"
+                f"ONNX node '{node.name}' (Reshape): {ins} -> {outs} is not supported "
+                "(flatten to (N, -1), or reshape a tensor that is not an NCHW image)"
             )
+
+    def op_AveragePool(self, node) -> None:
+        where = f"ONNX node '{node.name}' (AveragePool)"
+        at = _attrs(node)
+        a = self.act(node)
+        if a.layout != "nchw":
+            raise QONNXImportError(f"{where}: input must be an NCHW image")
+        if any(p != 0 for p in at.get("pads", [0])) or at.get("ceil_mode", 0):
+            raise QONNXImportError(f"{where}: padding and ceil_mode are not supported")
+        k = tuple(int(v) for v in at["kernel_shape"])
+        s = tuple(int(v) for v in at.get("strides", [1, 1]))
+        try:
+            op = AvgPool2d(k, s)
+        except IRError as e:
+            raise QONNXImportError(f"{where}: {e}") from None
+        y = self.b.add(op, a.name, name=self.ir_name(node))
+        self.acts[node.output[0]] = _Act(y, a.resid, "nchw")
 
     def op_Transpose(self, node) -> None:
         a = self.act(node)
