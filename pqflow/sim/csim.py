@@ -157,7 +157,7 @@ def format_vectors(in_raws: np.ndarray, out_raws: np.ndarray) -> str:
 
 def _key(projects: Sequence[HLSProject], main: str, cxx: str, ap: Path) -> str:
     h = hashlib.sha256()
-    h.update(repr((CXXFLAGS, str(ap), _compiler_version(cxx))).encode())
+    h.update(repr(("unity-v1", CXXFLAGS, str(ap), _compiler_version(cxx))).encode())
     for p in projects:
         h.update(p.top.encode() + b"\0" + p.digest.encode() + b"\0")
     h.update(main.encode())
@@ -170,6 +170,10 @@ def _compile(cmd: list[str], cwd: Path) -> None:
         raise CSimError(
             f"g++ failed ({' '.join(cmd[-3:])}), exit {r.returncode}:\n{r.stderr[-4000:]}"
         )
+
+
+def _size(p: HLSProject) -> int:
+    return sum(len(p.files[s]) for s in p.sources)
 
 
 def build_csim(projects: Sequence[HLSProject]) -> tuple[Path, bool, float]:
@@ -191,22 +195,31 @@ def build_csim(projects: Sequence[HLSProject]) -> tuple[Path, bool, float]:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f"{key}.tmp") as tmp:
         work = Path(tmp) / "build"
+        roots = [p.write(work / p.top).out_dir for p in projects]
+        # Unity builds: the vendor headers cost most of a compile, so each job compiles
+        # several designs (each in its own namespace) as one translation unit.
+        n_jobs = max(1, min(len(projects), os.cpu_count() or 1))
+        groups: list[list[int]] = [[] for _ in range(n_jobs)]
+        loads = [0] * n_jobs
+        for i in sorted(range(len(projects)), key=lambda i: -_size(projects[i])):
+            j = loads.index(min(loads))
+            groups[j].append(i)
+            loads[j] += _size(projects[i])
         jobs = []
-        for p in projects:
-            root = p.write(work / p.top).out_dir
-            for src in p.sources:
-                obj = work / f"{p.top}-{Path(src).stem}.o"
-                cmd = [cxx, *CXXFLAGS, "-DPQFLOW_TB_NO_MAIN", "-isystem", str(ap)]
-                cmd += ["-I", str(root / "firmware"), "-c", str(root / src), "-o", str(obj)]
-                jobs.append((cmd, obj))
+        for j, group in enumerate(groups):
+            lines = ["#define PQFLOW_TB_NO_MAIN"]
+            for i in sorted(group):
+                lines += [f'#include "{roots[i] / src}"' for src in projects[i].sources]
+            if j == 0:
+                lines.append('#include "csim_main.cpp"')
+            (work / f"unity{j}.cpp").write_text("\n".join(lines) + "\n")
+            cmd = [cxx, *CXXFLAGS, "-isystem", str(ap), "-c", f"unity{j}.cpp", "-o", f"unity{j}.o"]
+            jobs.append(cmd)
         (work / "csim_main.cpp").write_text(main)
-        jobs.append(([cxx, *CXXFLAGS, "-c", "csim_main.cpp", "-o", "csim_main.o"], None))
-        workers = max(1, min(len(jobs), os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for f in [pool.submit(_compile, cmd, work) for cmd, _ in jobs]:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            for f in [pool.submit(_compile, cmd, work) for cmd in jobs]:
                 f.result()
-        objs = [str(o) for _, o in jobs if o is not None] + ["csim_main.o"]
-        _compile([cxx, *objs, "-o", "csim"], work)
+        _compile([cxx, *(f"unity{j}.o" for j in range(n_jobs)), "-o", "csim"], work)
         try:
             os.replace(work, final)
         except OSError:  # another process built the same key first
