@@ -654,8 +654,9 @@ class _Importer:
         if a.layout == "flat_chw":
             c, h, w = a.chw
             raw_w = raw_w.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(raw_w.shape[0], -1)
-        bias, skip = self.bias_for(node)
-        if len(node.input) > 2 and node.input[2]:
+        has_input_bias = len(node.input) > 2 and bool(node.input[2])
+        bias, skip = (None, None) if has_input_bias else self.bias_for(node)
+        if has_input_bias:
             bias = self.const(node, 2).astype(np.float64).ravel()
             bias = np.broadcast_to(bias, (raw_w.shape[0],))
         elif bias is not None:
@@ -707,11 +708,12 @@ class _Importer:
         pt, pl, pb, pr = [int(p) for p in at.get("pads", [0, 0, 0, 0])]
         stride = tuple(int(s) for s in at.get("strides", [1, 1]))
         groups = int(at.get("group", 1))
-        bias, skip = self.bias_for(node)
+        has_input_bias = len(node.input) > 2 and bool(node.input[2])
+        bias, skip = (None, None) if has_input_bias else self.bias_for(node)
         if bias is not None:
             bias = _channel_vector(bias, 4, where)
             bias = np.broadcast_to(bias, (raw_w.shape[0],))
-        if len(node.input) > 2 and node.input[2]:
+        if has_input_bias:
             bias = self.const(node, 2).astype(np.float64).ravel()
         binary = node.input[1] in self.bipolar and isinstance(self.dtype(a), Bipolar)
         if binary:
@@ -821,12 +823,12 @@ class _Importer:
         elif len(outs) == 2 and outs[0] == ins[0]:
             self.flatten(node, a)
         elif a.layout == "same" and outs[0] == ins[0]:
-            y = self.b.add(Reshape(outs[1:]), a.name, name=self.ir_name(node))
-            self.acts[node.output[0]] = _Act(y, a.resid if a.resid.size == 1 else None, "same")
             if a.resid.size != 1:
                 raise QONNXImportError(
                     f"ONNX node '{node.name}' (Reshape): per-channel scales cannot be reshaped"
                 )
+            y = self.b.add(Reshape(outs[1:]), a.name, name=self.ir_name(node))
+            self.acts[node.output[0]] = _Act(y, a.resid, "same")
         else:
             raise QONNXImportError(
                 f"ONNX node '{node.name}' (Reshape): {ins} -> {outs} is not supported "
