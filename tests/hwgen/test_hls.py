@@ -124,7 +124,7 @@ def add_graph(rng):
 
 
 def binary_mlp_graph(rng, name="bnn"):
-    """Quantize -> Dense(+-1 weights) -> MT(Bipolar) -> BinaryDense -> MT(Bipolar) -> BinaryDense."""
+    """Quantize -> Dense(+-1) -> MT(Bipolar) -> BinaryDense -> MT(Bipolar) -> BinaryDense."""
     b = GraphBuilder(name)
     x = b.input("x", Float(), (16,))
     v = b.add(Quantize(Fixed(4, 2, True)), x)
