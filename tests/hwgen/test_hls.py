@@ -356,24 +356,11 @@ def test_vectors_written_for_vitis(tmp_path):
 
 @pytest.fixture(scope="module")
 def digits():
-    torch = pytest.importorskip("torch")
-    from pqflow.models import (
-        TrainConfig,
-        load_digits_split,
-        lower_mlp,
-        mlp,
-        prune_and_finetune,
-        quantize_mlp,
-        train,
-    )
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from hls_digits import digits_mlps
 
-    data = load_digits_split()
-    torch.manual_seed(0)
-    model = train(mlp(), data.x_train, data.y_train, TrainConfig(epochs=15))
-    dense = lower_mlp(quantize_mlp(model, data.x_train), name="digits")
-    prune_and_finetune(model, data.x_train, data.y_train, 0.8, TrainConfig(epochs=8, lr=5e-3))
-    sparse = lower_mlp(quantize_mlp(model, data.x_train), name="digits_sparse")
-    return data, dense, sparse
+    return digits_mlps()
 
 
 @pytest.mark.slow
