@@ -289,7 +289,7 @@ def verify(ir_file: Path, style, pe, simd, axis, top, sim, count, seed, as_json)
         )
         click.echo(
             f"  latency {res.latency_cycles} cycles (model {d.latency}), II {res.ii_cycles} "
-            f"cycles, cycles per vector {d.cycles_per_vector}"
+            f"cycles, cycles per vector {d.cycles_per_vector or 'data-dependent'}"
         )
         click.echo(
             f"  build {res.build.build_seconds:.1f}s{' (cached)' if res.build.cached else ''}, "
