@@ -19,6 +19,7 @@ the hls4ml package (``hls4ml/templates/vivado/ap_types``, with ``hls_stream.h``;
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -192,6 +193,19 @@ def build_csim(projects: Sequence[HLSProject]) -> tuple[Path, bool, float]:
     if binary.is_file():
         return binary, True, 0.0
     final.parent.mkdir(parents=True, exist_ok=True)
+    # One builder per key: a second process (e.g. another pytest-xdist worker) waits for
+    # the first and then takes its binary from the cache.
+    with open(final.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.is_file():
+            return binary, True, 0.0
+        return _build(projects, main, cxx, ap, key, final)
+
+
+def _build(
+    projects: Sequence[HLSProject], main: str, cxx: str, ap: Path, key: str, final: Path
+) -> tuple[Path, bool, float]:
+    binary = final / "csim"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f"{key}.tmp") as tmp:
         work = Path(tmp) / "build"
