@@ -33,7 +33,9 @@ scale (an accumulator of a per-channel-quantized layer, a float-scaled activatio
 carried by the ``Requant`` (or ``MultiThreshold``) that consumes it, and the type's
 ``frac`` is then nominal (``round(-log2(scale))``). The graph's output is always on one
 power-of-two grid: a last accumulator with per-channel or float scales gets a final
-``Requant`` named ``output`` onto ``2**-ceil(-log2(min scale))`` (no resolution lost).
+``Requant`` named ``output`` onto ``2**-ceil(-log2(min scale))`` (power-of-two channel
+scales: exact) or ``GRID_EXTRA_BITS`` finer (float scales: the rounding moves a logit by at
+most 2**-9 of its own step, so top-1 is kept except at near-ties).
 
 **Faithfulness.** With power-of-two scales every step is exact, so the oracle's output
 raws equal the torch forward's integer codes (run in float64) bit for bit. With float
@@ -115,6 +117,11 @@ __all__ = [
 THRESHOLD_BITS = 4
 """Activations of at most this many bits become ``MultiThreshold`` (2**bits - 1 thresholds
 per channel); wider ones become ``ReLU`` + ``Requant``."""
+
+GRID_EXTRA_BITS = 8
+"""A value with float per-channel scales brought onto one power-of-two grid (the graph's
+output, a residual add's operands) gets this many bits below its finest channel's step, so
+the rounding to the grid moves a value by at most 2**-9 of that step."""
 
 INPUT_BITS = 24
 """Width of the fine ``Quantize`` in front of a float-scaled input quantizer."""
@@ -275,7 +282,8 @@ class _Lowering:
         if v.offset is not None:
             raise _unsupported(path, "binary layer", "its bias has no threshold to absorb it")
         smin = float(v.scale.min())
-        frac = math.ceil(-math.log2(smin))
+        exact = all(is_pow2(float(c)) for c in v.scale)
+        frac = math.ceil(-math.log2(smin)) + (0 if exact else GRID_EXTRA_BITS)
         s_out = 2.0**-frac
         ratios = v.scale / s_out
         lo, hi = value_range(t.dtype)
@@ -367,7 +375,8 @@ class _Lowering:
             return _Val(out, "int", np.array([min(a.scale[0], b.scale[0])]), layout=a.layout)
         # bring both onto one power-of-two grid as fine as the finest channel of either
         smin = float(min(a.scale.min(), b.scale.min()))
-        frac = math.ceil(-math.log2(smin))
+        exact = all(is_pow2(float(v)) for v in np.concatenate([a.scale, b.scale]))
+        frac = math.ceil(-math.log2(smin)) + (0 if exact else GRID_EXTRA_BITS)
         s = 2.0**-frac
         names = []
         for tag, v, t in (("a", a, ta), ("b", b, tb)):
@@ -806,6 +815,9 @@ def _drop_dead_channels(graph: Graph, masks: dict[str, np.ndarray]):
             r = sp.find(space[n.inputs[0]][0])
             if r in zero:
                 zero[r] = zero[r] & np.broadcast_to(_mt_zero(n.op), zero[r].shape)
+    for name, s in consumers:
+        if name in masks and _pattern(masks[name], False).pattern is Pattern.NM:
+            sp.fix(s)  # removing a column would break the N:M groups of this reader
     for name, s in consumers:
         r = sp.find(s)
         op = nodes[name].op

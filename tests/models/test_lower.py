@@ -18,7 +18,7 @@ from pqflow.ir import (
 )
 from pqflow.kernels.reference import run_reference
 from pqflow.models import quantize_mlp
-from pqflow.models.lower import lower, lower_mlp
+from pqflow.models.lower import LoweringError, lower, lower_mlp
 from pqflow.models.quant import QuantizedMLP, QuantLayer
 
 
@@ -136,5 +136,5 @@ def test_other_widths(float_mlp, digits):
 
 
 def test_lower_rejects_other_models(float_mlp):
-    with pytest.raises(TypeError, match="no lowering for Sequential"):
+    with pytest.raises(LoweringError, match="no lowering for Sequential"):
         lower(float_mlp)
