@@ -120,6 +120,41 @@ def run(ir_file: Path, data: str, as_json: bool) -> None:
 _STYLES = ("unrolled", "folded", "sparse")
 
 
+@cli.command()
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="IR JSON file to write. Must not exist unless --force.",
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--dequantize", is_flag=True, help="End the graph with a Dequantize (float out).")
+def lower(model_file: Path, out: Path, force: bool, dequantize: bool) -> None:
+    """Lower a saved quantized torch model (MODEL_FILE) to the integer IR.
+
+    MODEL_FILE is ``torch.save({"format": "pqflow-model/1", "model": <quantized
+    nn.Module>, "example_input": <batch>})``, as written by
+    ``pqflow.models.lower.save_model`` (a pickle: open only files you trust). The IR is
+    checked and written atomically; nothing is written when lowering fails.
+    """
+    from . import ir
+    from .models.lower import load_model
+    from .models.lower import lower as lower_model
+
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to replace it")
+    model, x = load_model(model_file)
+    graph = lower_model(model, x, dequantize=dequantize)
+    ir.save(graph, out)
+    n_w = sum(w.data.size for n in graph for w in n.op.weights().values())
+    click.echo(
+        f"{out}: {len(graph)} nodes, {n_w} constants, output {graph.types()[graph.outputs[0]]}"
+    )
+
+
 def _style_options(style: str, pe: int | None, simd: int | None) -> dict:
     """The Impl options the CLI's --pe/--simd give for ``style`` (UserError when misused)."""
     takes = {"unrolled": (), "folded": ("pe", "simd"), "sparse": ("pe",)}[style]

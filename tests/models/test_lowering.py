@@ -331,3 +331,40 @@ def test_power_of_two_ratios_are_shifts():
     assert 2**15 <= m < 2**16 and abs(m / 2**s - 0.3) <= 0.3 * 2**-16
     p = requant_params([0.25, 0.25], 20, 8)
     assert (p.mult, p.shift, p.exact) == ((1,), (2,), True)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _cli(*args) -> int:
+    from pqflow.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_cli_lower_writes_atomically_and_refuses_to_overwrite(zoo, tmp_path, capsys):
+    from pqflow import ir
+
+    fm, d = zoo["mlp"]
+    q = quantize_model(fm, QuantConfig(), d.x_train[:CALIB])
+    save_model(tmp_path / "m.pt", q, d.x_train[:2])
+    out = tmp_path / "m.ir.json"
+    assert _cli("lower", str(tmp_path / "m.pt"), "-o", str(out)) == 0
+    assert ir.load(out) == lower(q, d.x_train[:2])
+    before = out.read_bytes()
+    assert _cli("lower", str(tmp_path / "m.pt"), "-o", str(out)) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert _cli("lower", str(tmp_path / "m.pt"), "-o", str(out), "--force") == 0
+    q[2] = nn.Sequential(q[2], nn.Tanh())
+    save_model(tmp_path / "bad.pt", q, d.x_train[:2])
+    capsys.readouterr()
+    assert _cli("lower", str(tmp_path / "bad.pt"), "-o", str(tmp_path / "bad.json")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(Tanh)" in err
+    assert not (tmp_path / "bad.json").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
