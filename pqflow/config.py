@@ -16,7 +16,7 @@ Example (``examples/digits_mlp.toml``)::
     sparsity = 0.0        # global L1 element pruning before quantization
 
     [hardware]
-    style = "unrolled"
+    style = "unrolled"    # unrolled, folded (pe, simd) or sparse (pe)
 
     [verify]
     simulator = "verilator"   # or "icarus"
@@ -83,14 +83,28 @@ class CompressConfig:
 
 @dataclass(frozen=True)
 class HardwareConfig:
-    style: str = "unrolled"
+    style: str = "unrolled"  # unrolled, folded or sparse (every Dense layer)
+    pe: int = 1  # folded and sparse: processing elements
+    simd: int = 1  # folded: input lanes per PE
     top: str = "pqflow_top"
 
+    STYLES = ("unrolled", "folded", "sparse")
+
     def check(self) -> None:
-        if self.style != "unrolled":
-            raise ConfigError(f"[hardware] style: '{self.style}' is not available yet (unrolled)")
+        if self.style not in self.STYLES:
+            raise ConfigError(
+                f"[hardware] style: '{self.style}' is not known ({', '.join(self.STYLES)})"
+            )
+        if self.pe < 1 or self.simd < 1:
+            raise ConfigError(f"[hardware] pe and simd must be >= 1, not {self.pe}, {self.simd}")
         if not self.top.isidentifier():
             raise ConfigError(f"[hardware] top: '{self.top}' is not a Verilog identifier")
+
+    def impl_options(self) -> dict:
+        """The options of the style's implementation (see ``pqflow.hwgen.Design.uniform``)."""
+        return {"folded": {"pe": self.pe, "simd": self.simd}, "sparse": {"pe": self.pe}}.get(
+            self.style, {}
+        )
 
 
 @dataclass(frozen=True)

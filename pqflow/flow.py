@@ -135,13 +135,16 @@ def step_oracle(st: FlowState) -> None:
 
 
 def step_generate(st: FlowState) -> None:
-    from .hwgen import generate_verilog
+    from .hwgen import Design, generate_verilog
 
     hw = st.config.hardware
-    st.design = generate_verilog(st.graph, style=hw.style, name=hw.top)
+    design = Design.uniform(st.graph, hw.style, name=hw.top, **hw.impl_options())
+    st.design = generate_verilog(design)
     (st.work / f"{hw.top}.v").write_text(st.design.text)
+    (st.work / "design.json").write_text(json.dumps(design.describe(), indent=2) + "\n")
     st.summary["rtl"] = {
         "style": hw.style,
+        **hw.impl_options(),
         "top": hw.top,
         "verilog_lines": st.design.text.count("\n"),
         "pipeline_latency": st.design.latency,

@@ -120,3 +120,17 @@ def test_run_reports_accuracy_json(tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert res["samples"] == 360 and 0.0 <= res["accuracy"] <= 1.0
+
+
+def test_config_hardware_styles(tmp_path):
+    from pqflow.config import ConfigError, parse_config
+
+    cfg = parse_config({"hardware": {"style": "folded", "pe": 2, "simd": 8}})
+    assert cfg.hardware.impl_options() == {"pe": 2, "simd": 8}
+    assert parse_config({"hardware": {"style": "sparse", "pe": 4}}).hardware.impl_options() == {
+        "pe": 4
+    }
+    with pytest.raises(ConfigError, match="style: 'systolic' is not known"):
+        parse_config({"hardware": {"style": "systolic"}})
+    with pytest.raises(ConfigError, match="expected int, got str"):
+        parse_config({"hardware": {"pe": "4"}})
