@@ -339,7 +339,7 @@ def section_static(doc: Doc, b: Bench, s: Settings) -> list[PruneRun]:
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("test accuracy (%)", fontsize=8)
-        axes[-1].legend(fontsize=6, loc="lower left")
+        axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         doc.figure(fig, f"static_{name}", f"{name}: accuracy vs weight sparsity")
         doc.add(
             f"**{name}** (float {pct(b.float_acc[name])}%). Cells: one-shot → fine-tuned "
@@ -532,27 +532,43 @@ def section_gradual(doc: Doc, b: Bench, s: Settings) -> None:
         "**What pays off.** Gradual minus one-shot, same epochs: "
         + ", ".join(f"{k}: {v:+.2f} pt" for k, v in wins)
         + ". "
-        + (
-            "Gradual pruning wins or ties everywhere here"
-            if all(v >= 0 for _, v in wins)
-            else "The schedule helps where the network has little slack and matters less "
-            "where it has plenty; on 360 test images one image is 0.28 pt, so differences "
-            "under ~1 pt are within noise"
-        )
-        + ".",
+        + gradual_verdict(wins),
         "",
     )
+
+
+def gradual_verdict(wins: list[tuple[str, float]]) -> str:
+    big = [k for k, v in wins if v >= 1.0]
+    tie = [k for k, v in wins if abs(v) < 1.0]
+    lose = [k for k, v in wins if v <= -1.0]
+    parts = []
+    if big:
+        parts.append(f"the schedule pays off by a point or more at {', '.join(big)}")
+    if tie:
+        parts.append(f"within ±1 pt (3 test images) at {', '.join(tie)}")
+    if lose:
+        parts.append(f"one-shot is better by a point or more at {', '.join(lose)}")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "."
 
 
 # --- 2b. the mlp 90% target -----------------------------------------------------------------
 
 
+RECIPE_VARIANTS: dict[str, dict] = {
+    "no distillation": {"teacher": False},
+    "global scope": {"scope": "global"},
+    "Taylor criterion": {"criterion": "taylor"},
+}
+"""Ablations of ``prune_during_training`` (keyword overrides; teacher False = none)."""
+
+
 def section_recipe(doc: Doc, b: Bench, s: Settings) -> None:
     d = b.data["mlp"]
-    rows, per = [], []
+    rows, per, dense_by_seed = [], [], {}
     for seed in s.recipe_seeds:
-        cfg = TrainConfig(seed=seed)
-        dense = train_or_load("mlp", d.x_train, d.y_train, cfg)
+        dense = train_or_load("mlp", d.x_train, d.y_train, TrainConfig(seed=seed))
+        dense_by_seed[seed] = dense
         f = b.acc("mlp", dense)
         g = P.gradual_prune(
             copy.deepcopy(dense),
@@ -564,43 +580,100 @@ def section_recipe(doc: Doc, b: Bench, s: Settings) -> None:
             final_finetune=FINETUNE,
         )
         ga = b.acc("mlp", g)
-        recipe = P.prune_during_training(
-            build("mlp", seed=seed),
-            d.x_train,
-            d.y_train,
-            0.9,
-            teacher=dense,
-            config=replace(P.PRUNE_DURING_TRAINING, seed=seed),
-        )
-        ra = b.acc("mlp", recipe)
-        assert abs(sparsity_report(recipe).sparsity - 0.9) < 0.01
+        ra = recipe_acc(b, seed, dense)
         rows.append(
             [seed, pct(f), pct(ga), f"{100 * (ga - f):+.2f}", pct(ra), f"{100 * (ra - f):+.2f}"]
         )
         per.append((f, ga, ra))
         log(f"recipe seed {seed}: float {pct(f)} gradual {pct(ga)} recipe {pct(ra)}")
     per_a = np.array(per)
+    ab_seeds = s.recipe_seeds[: max(1, len(s.recipe_seeds) // 2)]
+    ablation = []
+    for label, kw in RECIPE_VARIANTS.items():
+        deltas = []
+        for seed in ab_seeds:
+            dense = dense_by_seed[seed]
+            kw2 = dict(kw)
+            teacher = None if kw2.pop("teacher", True) is False else dense
+            deltas.append(recipe_acc(b, seed, teacher, **kw2) - b.acc("mlp", dense))
+        ablation.append((label, deltas))
+        log(f"recipe ablation {label}: done")
     doc.add(
         "## 2b. The mlp at 90% element sparsity (issue 3's target: within 1 point)",
         "",
         "Post-training gradual pruning (`gradual_prune`, 5 steps, global L1, 4 + 20 "
         "fine-tuning epochs) of the dense `mlp` against `prune.prune_during_training`: "
-        "the Zhu & Gupta schedule applied *during* the main training run (from scratch), "
-        "with the dense model's softened outputs as a distillation target "
-        "(see its docstring for the exact recipe). Per training seed, each against the "
-        "dense model of the same seed:",
+        "the Zhu & Gupta schedule applied *during* one 80-epoch training run from scratch "
+        "(pruning at every epoch from 6 to 50, per-layer L1, then 30 epochs of the "
+        "one-cycle rate annealing with the final masks), with the dense model of the same "
+        "seed as a distillation teacher (half the loss is KL to its outputs softened at "
+        "T = 4). Per training seed, each against the dense model of the same seed:",
         "",
     )
     doc.table(["seed", "float", "gradual_prune", "Δ", "prune_during_training", "Δ"], rows)
+    fig, ax = plt.subplots(figsize=(5.0, 2.5))
+    x = np.arange(len(per))
+    ax.bar(x - 0.2, 100 * (per_a[:, 1] - per_a[:, 0]), 0.4, label="gradual_prune")
+    ax.bar(x + 0.2, 100 * (per_a[:, 2] - per_a[:, 0]), 0.4, label="prune_during_training")
+    ax.axhline(-1, color="k", lw=0.8, ls=":", label="target: -1 pt")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(x, [f"seed {r[0]}" for r in rows], fontsize=7)
+    ax.set_ylabel("Δ vs dense (pt)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    doc.figure(fig, "mlp90", "mlp at 90% element sparsity, per seed")
+    recipe_ab = 100 * (per_a[: len(ab_seeds), 2] - per_a[: len(ab_seeds), 0])
+    doc.add(
+        f"Ablations (seeds {', '.join(str(x) for x in ab_seeds)}; mean Δ vs dense, pt):",
+        "",
+    )
+    doc.table(
+        ["variant", "mean Δ", "per seed"],
+        [
+            [
+                "prune_during_training (as above)",
+                f"{recipe_ab.mean():+.2f}",
+                " / ".join(f"{v:+.2f}" for v in recipe_ab),
+            ]
+        ]
+        + [
+            [label, f"{100 * np.mean(dl):+.2f}", " / ".join(f"{100 * v:+.2f}" for v in dl)]
+            for label, dl in ablation
+        ],
+    )
     md = 100 * (per_a[:, 1] - per_a[:, 0])
     mr = 100 * (per_a[:, 2] - per_a[:, 0])
+    best_ab = max(ablation, key=lambda a: np.mean(a[1]))
     doc.add(
         f"**What pays off.** Mean Δ over {len(per)} seeds: gradual_prune {md.mean():+.2f} pt "
         f"(worst {md.min():+.2f}), prune_during_training {mr.mean():+.2f} pt (worst "
         f"{mr.min():+.2f}); within 1 point in {int((md >= -1).sum())} vs "
-        f"{int((mr >= -1).sum())} of {len(per)} seeds.",
+        f"{int((mr >= -1).sum())} of {len(per)} seeds. For the issue's float model (seed "
+        f"{rows[0][0]}, {rows[0][1]}%) the recipe gives {rows[0][4]}% ({rows[0][5]} pt). "
+        "One test image is 0.28 pt, so a miss of -1.11 pt is 4 images where 3 were "
+        f"allowed. Among the ablations the best is {best_ab[0]} "
+        f"({100 * np.mean(best_ab[1]):+.2f} pt mean, against {recipe_ab.mean():+.2f} for "
+        "the recipe on the same seeds). Earlier exploration (not rerun here) found "
+        "per-layer amounts that keep the first and last layers denser, no label smoothing "
+        "and no weight decay all worse than uniform per-layer pruning.",
         "",
     )
+
+
+def recipe_acc(b: Bench, seed: int, teacher: nn.Module | None, **kw) -> float:
+    d = b.data["mlp"]
+    m = P.prune_during_training(
+        build("mlp", seed=seed),
+        d.x_train,
+        d.y_train,
+        0.9,
+        teacher=teacher,
+        config=replace(P.PRUNE_DURING_TRAINING, seed=seed),
+        **kw,
+    )
+    assert abs(sparsity_report(m).sparsity - 0.9) < 0.01
+    return b.acc("mlp", m)
 
 
 # --- 3. quantization: bit width ---------------------------------------------------------------
@@ -1013,11 +1086,18 @@ def section_dynamic(doc: Doc, b: Bench, s: Settings) -> None:
     gates = [p for p in pts if p[1].startswith("FBS")]
     if gates:
         lines.append(
-            "Channel gating trades work for accuracy steadily: "
+            "FBS gating (`gate_convs` on the trained cnn, short fine-tune): "
             + ", ".join(
                 f"{p[1].split(', ')[1]} skips {100 * p[2]:.1f}% at {pct(p[3])}%" for p in gates
             )
-            + "."
+            + (
+                " — accuracy falls monotonically as fewer channels run."
+                if all(a[3] >= c[3] for a, c in zip(gates[1:], gates[:-1], strict=False))
+                else " — not monotonic in keep: after only "
+                f"{s.gate_finetune.epochs} fine-tuning epochs the gates are not converged "
+                "(the zoo's `gated_cnn` trained from scratch at keep 0.5 stays within 2 pt, "
+                "tests/models/test_dynamic.py)."
+            )
         )
     doc.add("**What pays off.** " + " ".join(lines), "")
 
