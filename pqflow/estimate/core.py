@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from ..errors import UserError
 from ..hwgen.design import MATRIX_OPS, Design, Impl
 from ..ir import Flatten, Graph, Node, Reshape, TensorType
-from .device import Device, device as _device
+from .device import Device
+from .device import device as _device
 
 __all__ = ["Estimate", "EstimateError", "NodeEstimate", "estimate"]
 

@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 
 from ..hwgen.design import Folded, Sparse, Unrolled
-from ..ir import Bipolar, BinaryDense, Dense, Fixed, MultiThreshold, ReLU, Requant, bits_for
+from ..ir import BinaryDense, Bipolar, Dense, Fixed, MultiThreshold, ReLU, Requant, bits_for
 from .core import EstimateError, NodeContext, NodeEstimate
 from .device import Device, Dsp
 
@@ -243,6 +243,7 @@ class DenseTrees:
     adders: list  # (width, effective bits, fed by a DSP product)
     registers: list  # (bits, fed by a DSP product)
     products: dict  # (input, odd mult) -> [natural width, needed width, uses]
+    roots: list  # per output: bits of its final register (0 for a constant output)
 
 
 def unrolled_trees(
@@ -271,7 +272,9 @@ def unrolled_trees(
             for m, k, neg in terms:
                 c = m << k
                 key = (i, m) if m > 1 else None
-                leaf = _N(lo * c, hi * c, neg, k, dsp=key in dsp_keys, uses=((key, k),) if key else ())
+                leaf = _N(
+                    lo * c, hi * c, neg, k, dsp=key in dsp_keys, uses=((key, k),) if key else ()
+                )
                 if key is not None:
                     prods.setdefault(key, [w_in + m.bit_length(), 0, 0])
                     prods[key][2] += 1
@@ -299,13 +302,14 @@ def unrolled_trees(
                 for n in t:
                     if n.const is not None:
                         continue
-                    registers.append((n.bits, n.dsp or n.packed))
+                    registers.append((max(n.bits - n.tz, 1), n.dsp or n.packed))  # zero LSBs: no FF
                     if first:
                         for key, k in n.uses:
                             prods[key][1] = max(prods[key][1], n.bits - k)
                     n.dsp, n.packed, n.uses = False, False, ()
             first = False
-    return DenseTrees(depth, latency, adders, registers, prods)
+    roots = [t[0].bits if t and t[0].const is None else 0 for t in trees]
+    return DenseTrees(depth, latency, adders, registers, prods, roots)
 
 
 def _dense_out(ctx: NodeContext) -> int:
@@ -348,6 +352,24 @@ def _channel(values: tuple[int, ...], k: int, c: int) -> int:
     return values[k % c if len(values) > 1 else 0]
 
 
+def _element_widths(ctx: NodeContext) -> list[int] | None:
+    """Per element, the bits the producer really drives (yosys drops repeated sign bits):
+    the root registers of an unrolled Dense right before; None when unknown."""
+    graph = ctx.design.graph
+    src = ctx.node.inputs[0]
+    if src not in {n.name for n in graph.nodes}:
+        return None
+    prev = graph.node(src)
+    if not isinstance(prev.op, Dense):
+        return None
+    impl = ctx.design.impl(src)
+    if not isinstance(impl, Unrolled):
+        return None
+    it = graph.types()[prev.inputs[0]].dtype
+    t = unrolled_trees(prev.op, it, impl.levels_per_stage, impl.products)
+    return [max(r, 1) for r in t.roots]
+
+
 @register(Requant, "unit")
 def _requant(ctx: NodeContext) -> Features:
     op: Requant = ctx.node.op
@@ -358,10 +380,12 @@ def _requant(ctx: NodeContext) -> Features:
     registered = ctx.design.options.register_requant
     f = Features(latency=1 if registered else 0, ii=1)
     out_w = op.to.width
+    widths = _element_widths(ctx)
     for k in range(n):
         mult, shift = _channel(op.mult, k, c), _channel(op.shift, k, c)
         if mult == 0:
             continue
+        w_in = widths[k] if widths is not None else w_in
         plo, phi = sorted((it.min_raw * mult, it.max_raw * mult))
         odd = mult >> _tz(mult)  # yosys turns the trailing zeros of a constant into a shift
         if odd > 1:

@@ -150,9 +150,7 @@ def synthesize(
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
     script = _script(top, family, dsp, arch)
-    key = hashlib.sha256(
-        json.dumps([_CACHE_VERSION, verilog, top, script]).encode()
-    ).hexdigest()
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, verilog, top, script]).encode()).hexdigest()
     path = _cache_dir() / key[:2] / f"{key}.json"
     if cache and path.exists():
         result = json.loads(path.read_text())
