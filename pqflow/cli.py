@@ -186,10 +186,23 @@ def _design_for(ir_file: Path, style: str, pe, simd, axis: bool, top: str):
         raise UserError(f"{ir_file}: {e}") from None
 
 
+_TARGETS = ("rtl", "hls")
+
+
 def _hardware_options(f):
-    f = click.option("--top", default="pqflow_top", show_default=True, help="Verilog module name.")(
-        f
-    )
+    f = click.option(
+        "--target",
+        type=click.Choice(_TARGETS),
+        default="rtl",
+        show_default=True,
+        help="rtl: Verilog; hls: Vitis HLS C++ (C-simulated with g++).",
+    )(f)
+    f = click.option(
+        "--top",
+        default="pqflow_top",
+        show_default=True,
+        help="Verilog module / HLS top function name.",
+    )(f)
     f = click.option("--axis", is_flag=True, help="AXI-Stream top ports (s_axis_*/m_axis_*).")(f)
     f = click.option("--simd", type=int, default=None, help="Inputs per cycle (folded).")(f)
     f = click.option("--pe", type=int, default=None, help="Processing elements (folded, sparse).")(
@@ -217,14 +230,22 @@ def _hardware_options(f):
     help="Output folder for <top>.v and design.json. Must not exist unless --force.",
 )
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-def gen(ir_file: Path, style, pe, simd, axis, top, out: Path, force: bool) -> None:
-    """Generate Verilog for an IR graph: OUT/<top>.v and OUT/design.json (per-node style)."""
+def gen(ir_file: Path, style, pe, simd, axis, top, target, out: Path, force: bool) -> None:
+    """Generate hardware for an IR graph.
+
+    --target rtl (default): OUT/<top>.v and OUT/design.json (per-node style).
+    --target hls: a Vitis HLS project, OUT/firmware/, OUT/tb/ and OUT/run_hls.tcl (with the
+    oracle's vectors for the first 100 digits test images when the graph takes digits samples).
+    """
     import shutil
 
     if out.exists() and not force:
         raise UserError(f"output folder {out} exists; pass --force to replace it or choose another")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another output path")
+    if target == "hls":
+        _gen_hls(ir_file, style, pe, simd, axis, top, out)
+        return
     _, d = _design_for(ir_file, style, pe, simd, axis, top)
     if out.exists():
         shutil.rmtree(out)
@@ -268,27 +289,24 @@ def gen(ir_file: Path, style, pe, simd, axis, top, out: Path, force: bool) -> No
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Stall pattern seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(ir_file: Path, style, pe, simd, axis, top, sim, count, seed, as_json) -> None:
-    """Simulate the RTL of an IR graph on the first N digits test images against the oracle.
+def verify(ir_file: Path, style, pe, simd, axis, top, target, sim, count, seed, as_json) -> None:
+    """Simulate the hardware of an IR graph on the first N digits test images against the oracle.
 
-    Input stalls and output back-pressure are random; every output word is compared.
-    Exit 1 when the RTL differs from the oracle.
+    --target rtl (default): input stalls and output back-pressure are random; every output
+    word is compared. --target hls: the generated C++ is compiled with g++ (-Wall -Werror,
+    cached per design) and its C simulation compared raw for raw. Exit 1 on a mismatch.
     """
-    import numpy as np
-
-    from .models.data import load_digits_split
     from .sim import StreamPorts, verify_stream
     from .sim.graph import hardware_vectors
 
+    if target == "hls":
+        for flag in ("sim", "seed"):
+            if _given(flag):
+                raise UserError(f"--{flag} applies to the rtl target, not to --target hls")
+        _verify_hls(ir_file, style, pe, simd, axis, top, count, as_json)
+        return
     graph, d = _design_for(ir_file, style, pe, simd, axis, top)
-    split = load_digits_split()
-    shape = graph.inputs[0].type.shape
-    if split.x_test[0].size != int(np.prod(shape)):
-        raise UserError(
-            f"{ir_file}: input shape {shape} does not take digits samples of shape "
-            f"{split.x_test.shape[1:]}"
-        )
-    x = split.x_test[:count].reshape(-1, *shape)
+    x = _digits_for(ir_file, graph, count)
     ins, expected = hardware_vectors(graph, x)
     res = verify_stream(
         d.text,
@@ -336,6 +354,126 @@ def verify(ir_file: Path, style, pe, simd, axis, top, sim, count, seed, as_json)
             click.echo(f"  {res.error}")
     if not res.passed:
         raise CheckFailed(f"RTL != oracle: {res.n_mismatches} mismatching vectors")
+
+
+def _given(param: str) -> bool:
+    """Whether option ``param`` of the current command was given on the command line."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(param)
+    return source not in (None, ParameterSource.DEFAULT)
+
+
+def _digits_for(ir_file: Path, graph, count: int | None, strict: bool = True):
+    """The first ``count`` digits test images shaped as the graph's input.
+
+    Flat (64) or channels-last images (8, 8, 1), whichever the input takes; a UserError
+    (``strict``) or None when the input takes neither.
+    """
+    import numpy as np
+
+    from .models.data import load_digits_split
+
+    shape = tuple(graph.inputs[0].type.shape)
+    split = load_digits_split()
+    if split.x_test[0].size != int(np.prod(shape)):
+        if not strict:
+            return None
+        raise UserError(
+            f"{ir_file}: input shape {shape} does not take digits samples of shape "
+            f"{split.x_test.shape[1:]}"
+        )
+    if len(shape) == 3:  # images: the channels-last (H, W, C) layout
+        split = load_digits_split(image=True)
+    x = split.x_test if count is None else split.x_test[:count]
+    return np.ascontiguousarray(x).reshape(-1, *shape)
+
+
+def _hls_design(ir_file: Path, style: str, pe, simd, axis: bool):
+    """(graph, Design) for the HLS target; misuse of rtl-only options is a UserError."""
+    from . import ir
+    from .hwgen import Design
+
+    if style == "sparse":
+        raise UserError(
+            "--style sparse has no HLS template; use --style unrolled (zero weights are "
+            "dropped from its loops) or folded with --target hls, or --target rtl"
+        )
+    if axis:
+        raise UserError("--axis applies to the rtl target (HLS tops take arrays or hls::stream)")
+    graph = ir.load(ir_file)
+    options = _style_options(style, pe, simd)
+    try:
+        return graph, Design.uniform(graph, style, **options)
+    except UserError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{ir_file}: {e}") from None
+
+
+def _gen_hls(ir_file: Path, style, pe, simd, axis, top, out: Path) -> None:
+    import shutil
+
+    from .hwgen.hls import generate_hls
+
+    graph, design = _hls_design(ir_file, style, pe, simd, axis)
+    x = _digits_for(ir_file, graph, 100, strict=False)
+    project = generate_hls(design, top=top, x=x)  # render fully before touching OUT
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    project.write(out)
+    info = {
+        **design.describe(),
+        "source": str(ir_file),
+        "target": "hls",
+        "top": project.top,
+        "mode": project.mode,
+        "files": sorted(project.files),
+        "vectors": 0 if x is None else int(x.shape[0]),
+        "sha256": project.digest,
+    }
+    (out / "design.json").write_text(json.dumps(info, indent=2) + "\n")
+    lines = sum(project.files[f].count("\n") for f in project.sources)
+    vec = "no vectors" if x is None else f"vectors for {x.shape[0]} digits test images"
+    click.echo(
+        f"{out}: HLS project {project.top} ({style}, {project.mode}), {len(project.files)} files, "
+        f"{lines} lines of C++, {vec}; run: vitis_hls -f {out / 'run_hls.tcl'}"
+    )
+
+
+def _verify_hls(ir_file: Path, style, pe, simd, axis, top, count: int, as_json: bool) -> None:
+    from .sim.csim import csim
+
+    graph, design = _hls_design(ir_file, style, pe, simd, axis)
+    x = _digits_for(ir_file, graph, count)
+    res = csim(design, x, top=top)
+    summary = {
+        "file": str(ir_file),
+        "target": "hls",
+        "style": style,
+        "design": design.describe()["nodes"],
+        "sim": "g++ csim",
+        "vectors": int(res.outputs.shape[0]),
+        "bit_exact": res.passed,
+        "mismatches": res.mismatches,
+        "compile_seconds": round(res.compile_seconds, 2),
+        "compile_cached": res.cached,
+        "run_seconds": round(res.run_seconds, 3),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(
+            f"{ir_file} ({style}) HLS C simulation: bit-exact {'yes' if res.passed else 'no'}, "
+            f"{summary['vectors']} vectors, {res.mismatches} mismatches"
+        )
+        click.echo(
+            f"  compile {res.compile_seconds:.1f}s{' (cached)' if res.cached else ''}, "
+            f"run {res.run_seconds:.2f}s"
+        )
+    if not res.passed:
+        raise CheckFailed(f"HLS C simulation != oracle: {res.mismatches} mismatching samples")
 
 
 def main(argv: list[str] | None = None) -> None:
