@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toolcheck import tool_absent
 
 from pqflow.hwgen import Design, Folded, HardwareError, Sparse, Unrolled
 from pqflow.hwgen.hls import HLS_OPS, generate_hls, hls_boundary, render_hls
@@ -48,7 +49,7 @@ def _toolchain():
         find_compiler()
         find_ap_types()
     except ToolNotFound as e:
-        pytest.skip(str(e))
+        tool_absent(str(e))
 
 
 def raws(rng, t: Fixed, shape, n=300) -> np.ndarray:

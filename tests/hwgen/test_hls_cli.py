@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from toolcheck import tool_absent
 
 from pqflow import ir
 from pqflow.cli import main
@@ -24,7 +25,7 @@ def _toolchain():
         find_compiler()
         find_ap_types()
     except ToolNotFound as e:
-        pytest.skip(str(e))
+        tool_absent(str(e))
 
 
 def digits_graph(seed: int = 0) -> ir.Graph:

@@ -18,6 +18,7 @@ import copy
 
 import numpy as np
 import pytest
+from toolcheck import tool_absent
 
 from pqflow.sim.csim import ToolNotFound, csim, find_ap_types, find_compiler
 
@@ -32,7 +33,7 @@ def _toolchain():
         find_compiler()
         find_ap_types()
     except ToolNotFound as e:
-        pytest.skip(str(e))
+        tool_absent(str(e))
 
 
 @pytest.fixture(scope="module")
