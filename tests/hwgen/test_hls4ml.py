@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hls_digits import digits_mlps
 
 from pqflow.hwgen import HardwareError
-from pqflow.ir import Fixed, Overflow, Requant, Rounding
-from pqflow.kernels import run
-
-pytest.importorskip("hls4ml")
-pytest.importorskip("torch")
-pytest.importorskip("sklearn")
-
-from hls_digits import digits_mlps  # noqa: E402
-
-from pqflow.hwgen.hls4ml_export import (  # noqa: E402
+from pqflow.hwgen.hls4ml_export import (
     export_hls4ml,
     hls4ml_precision,
     mlp_layers,
     torch_mlp,
 )
+from pqflow.ir import Fixed, Overflow, Requant, Rounding
+from pqflow.kernels import run
 
 
 def test_precision_spelling_maps_every_mode():

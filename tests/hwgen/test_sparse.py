@@ -165,7 +165,6 @@ def test_constructor_errors():
 def digits():
     """(graph, test inputs): the zoo MLP 64-64-32-32-10 trained on digits, pruned to 80 %
     (global magnitude) and fine-tuned, quantized w8a8 and lowered; the digits test split."""
-    pytest.importorskip("torch")
     from pqflow.models.data import load_digits_split
     from pqflow.models.lower import lower_mlp
     from pqflow.models.quant import prune_and_finetune, quantize_mlp, sparsity_of

@@ -23,14 +23,9 @@ from pqflow.models.quant import QuantizedMLP, QuantLayer
 
 
 def _oracles():
-    run = getattr(pqflow.kernels, "run", None)
     return [
         pytest.param(run_reference, id="reference"),
-        pytest.param(
-            run,
-            id="kernels.run",
-            marks=pytest.mark.skipif(run is None, reason="pqflow.kernels.run does not exist yet"),
-        ),
+        pytest.param(pqflow.kernels.run, id="kernels.run"),
     ]
 
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnx
 import pytest
-
-onnx = pytest.importorskip("onnx", reason="needs onnx (the 'onnx' extra)")
-pytest.importorskip("qonnx", reason="needs qonnx (the 'onnx' extra)")
-
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.core.onnx_exec import execute_onnx  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
@@ -69,8 +66,8 @@ def qonnx_run(model, x: np.ndarray) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def brevitas_digits(tmp_path_factory):
     """A Brevitas 64-32-32-10 MLP trained briefly (seeded) and exported to QONNX."""
-    torch = pytest.importorskip("torch")
-    qnn = pytest.importorskip("brevitas.nn", reason="needs brevitas (the 'onnx' extra)")
+    import brevitas.nn as qnn
+    import torch
     from brevitas.export import export_qonnx
     from brevitas.quant import Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
 
