@@ -113,3 +113,9 @@ def test_every_mode_and_style_on_icarus_smoke():
     res = verify_graph(generate_verilog(d), d.graph, x, sim="icarus", seed=5)
     assert res.passed and res.n_vectors == 24, res.summary()
     assert np.array_equal(res.outputs, run(d.graph, x).reshape(24, -1))
+
+
+@pytest.mark.parametrize("style", ["unrolled", "folded", "sparse"])
+def test_one_line_per_design(rtl_check, style, sim):
+    d, x = mode_chain(2, n=24 if sim == "icarus" else 100)
+    rtl_check(Design.uniform(d.graph, style, **({} if style == "unrolled" else {"pe": 2})), x)
