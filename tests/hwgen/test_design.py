@@ -115,8 +115,8 @@ def binary_graph() -> ir.Graph:
 
 
 def test_hardware_errors_name_the_node():
-    with pytest.raises(HardwareError, match=r"BinaryDense 'bd': BinaryDense has no 'unrolled'"):
-        generate_verilog(binary_graph())
+    with pytest.raises(HardwareError, match=r"BinaryDense 'bd': BinaryDense has no 'sparse'"):
+        generate_verilog(binary_graph(), "sparse")
     d = generate_verilog(binary_graph(), "folded", simd=2)
     assert (d.in_width, d.out_width, d.out_signed, d.cycles_per_vector) == (1, 4, True, 4)
 
@@ -206,8 +206,8 @@ def test_cli_gen_errors(ir_file, tmp_path, capsys):
     assert "--simd applies to the folded style, not to 'unrolled'" in one_line_error(code, err)
     bin_file = tmp_path / "bin.ir.json"
     ir.save(binary_graph(), bin_file)
-    code, _, err = cli("gen", bin_file, "-o", out, capsys=capsys)
-    assert "BinaryDense 'bd': BinaryDense has no 'unrolled'" in one_line_error(code, err)
+    code, _, err = cli("gen", bin_file, "--style", "sparse", "-o", out, capsys=capsys)
+    assert "BinaryDense 'bd': BinaryDense has no 'sparse'" in one_line_error(code, err)
     code, _, err = cli("gen", tmp_path / "missing.ir.json", "-o", out, capsys=capsys)
     one_line_error(code, err)
     assert not out.exists()

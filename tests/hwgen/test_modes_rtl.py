@@ -119,3 +119,40 @@ def test_every_mode_and_style_on_icarus_smoke():
 def test_one_line_per_design(rtl_check, style, sim):
     d, x = mode_chain(2, n=24 if sim == "icarus" else 100)
     rtl_check(Design.uniform(d.graph, style, **({} if style == "unrolled" else {"pe": 2})), x)
+
+
+def binary_chain(seed: int, n: int):
+    """Bipolar in -> BinaryDense -> MultiThreshold to Bipolar -> BinaryDense -> thresholds."""
+    from pqflow.ir import BinaryDense, Bipolar
+
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder(f"bnn{seed}")
+    v = b.input("x", Bipolar(), (16,))
+    v = b.add(BinaryDense(Weight(rng.integers(0, 2, (8, 16)), Bipolar())), v)
+    th = rng.integers(-4, 5, (8, 1))
+    v = b.add(MultiThreshold(Weight(th, Fixed(6, 0, True)), Bipolar()), v)
+    v = b.add(BinaryDense(Weight(rng.integers(0, 2, (4, 8)), Bipolar())), v)
+    th = np.sort(rng.integers(-8, 9, (4, 3)), axis=1)
+    v = b.add(MultiThreshold(Weight(th, Fixed(6, 0, True)), Fixed(2, 0, False)), v)
+    return b.build(v), rng.integers(0, 2, (n, 16))
+
+
+def test_unrolled_binary_dense_is_the_exact_dense_twin():
+    from pqflow.hwgen.amaranth.top import binary_as_dense
+    from pqflow.ir import BinaryDense, Bipolar
+
+    g, x = binary_chain(3, 200)
+    bd = next(n for n in g.nodes if isinstance(n.op, BinaryDense))
+    twin = binary_as_dense(bd.op)
+    b = GraphBuilder("twin")
+    v = b.add(twin, b.input("x", Fixed(1, 0, False), (16,)))
+    assert b.type_of(v) == bd.type  # same accumulator type
+    b2 = GraphBuilder("bd")
+    v2 = b2.add(bd.op, b2.input("x", Bipolar(), (16,)))
+    assert np.array_equal(run(b.build(v), x), run(b2.build(v2), x))
+
+
+@pytest.mark.parametrize("style", ["unrolled", "folded"])
+def test_binary_chain_one_line_per_design(rtl_check, style, sim):
+    g, x = binary_chain(4, 24 if sim == "icarus" else 200)
+    rtl_check(Design.uniform(g, style, **({} if style == "unrolled" else {"pe": 2, "simd": 4})), x)

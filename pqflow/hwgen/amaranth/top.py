@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import singledispatch
 
+import numpy as np
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -40,6 +41,7 @@ from ...ir import (
     Requant,
     Reshape,
     TensorType,
+    Weight,
 )
 from ..design import (
     MATRIX_OPS,
@@ -162,16 +164,28 @@ def matrix_unit(node: Node, in_type: TensorType, out_type: TensorType, impl: Imp
     return builder(node.op, node, in_type, out_type, impl)
 
 
+def binary_as_dense(op: BinaryDense) -> Dense:
+    """The exact Dense twin of a BinaryDense over the input *bits* b in {0, 1}.
+
+    With x = 2b - 1 and w in {-1, +1}: sum_i w_i x_i = sum_i (2 w_i) b_i - sum_i w_i,
+    so the weights become 2w (Fixed(3, 0)) and the bias -sum_i w_i. Its accumulator range
+    over b in [0, 1] is exactly [-N, N], the BinaryDense output type.
+    """
+    w = 2 * op.weight.data.astype(np.int64) - 1
+    return Dense(
+        Weight(2 * w, Fixed(3, 0, True)),
+        Weight(-w.sum(axis=1), Fixed.fitting(-w.shape[1], w.shape[1], 0)),
+    )
+
+
 @register_dense(Unrolled)
 def _(op, node: Node, in_type: TensorType, out_type: TensorType, impl: Unrolled):
-    if not isinstance(op, Dense):
-        raise HardwareError(
-            f"{node.describe()}: {type(op).__name__} has no 'unrolled' hardware implementation "
-            "yet; use the 'folded' style"
-        )
+    in_dtype = in_type.dtype
+    if isinstance(op, BinaryDense):  # XNOR-popcount with constant weights: a +-2 adder tree
+        op, in_dtype = binary_as_dense(op), Fixed(1, 0, False)
     return UnrolledDense(
         op,
-        in_type.dtype,
+        in_dtype,
         out_type.dtype,
         levels_per_stage=impl.levels_per_stage,
         products=impl.products,
