@@ -76,3 +76,18 @@ def test_zoo_cnn_csim_bit_exact(name, digits_image):
     assert res.passed, f"{name}: {res.mismatches} of {n} samples differ from the oracle"
     assert res.mismatches == 0 and res.outputs.shape[0] == n
     assert np.array_equal(res.outputs, res.expected)
+
+
+@pytest.mark.slow
+def test_binary_digits_mlp_csim_bit_exact():
+    """The fully binary MLP from the real pipeline (binary QAT, lowered with XNOR layers)
+    in C simulation, on the whole digits test split."""
+    from test_digits_builds import digits_graphs
+
+    from pqflow.ir import BinaryDense
+
+    data, _, binary = digits_graphs()
+    assert sum(isinstance(n.op, BinaryDense) for n in binary.nodes) == 2
+    res = csim(binary, data.x_test, style="unrolled")
+    assert res.passed and res.mismatches == 0, res.mismatches
+    assert np.array_equal(res.outputs, res.expected) and len(res.outputs) == 360
