@@ -237,19 +237,22 @@ def gen(ir_file: Path, style, pe, simd, axis, top, target, out: Path, force: boo
     --target hls: a Vitis HLS project, OUT/firmware/, OUT/tb/ and OUT/run_hls.tcl (with the
     oracle's vectors for the first 100 digits test images when the graph takes digits samples).
     """
-    import shutil
+    from .outdir import check_out_dir, staged_out_dir
 
-    if out.exists() and not force:
-        raise UserError(f"output folder {out} exists; pass --force to replace it or choose another")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder; choose another output path")
+    check_out_dir(out, force)
     if target == "hls":
-        _gen_hls(ir_file, style, pe, simd, axis, top, out)
+        _gen_hls(ir_file, style, pe, simd, axis, top, out, force)
         return
     _, d = _design_for(ir_file, style, pe, simd, axis, top)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    with staged_out_dir(out, force) as work:
+        _write_rtl(d, ir_file, work)
+    click.echo(
+        f"{out / (d.top + '.v')}: {style}, {d.text.count(chr(10))} lines, "
+        f"latency {d.latency}, cycles per vector {d.cycles_per_vector}"
+    )
+
+
+def _write_rtl(d, ir_file: Path, out: Path) -> None:
     (out / f"{d.top}.v").write_text(d.text)
     info = {
         **d.design.describe(),
@@ -263,10 +266,6 @@ def gen(ir_file: Path, style, pe, simd, axis, top, target, out: Path, force: boo
         "sha256": d.digest,
     }
     (out / "design.json").write_text(json.dumps(info, indent=2) + "\n")
-    click.echo(
-        f"{out / (d.top + '.v')}: {style}, {d.text.count(chr(10))} lines, "
-        f"latency {d.latency}, cycles per vector {d.cycles_per_vector}"
-    )
 
 
 @cli.command()
@@ -411,18 +410,13 @@ def _hls_design(ir_file: Path, style: str, pe, simd, axis: bool):
         raise UserError(f"{ir_file}: {e}") from None
 
 
-def _gen_hls(ir_file: Path, style, pe, simd, axis, top, out: Path) -> None:
-    import shutil
-
+def _gen_hls(ir_file: Path, style, pe, simd, axis, top, out: Path, force: bool) -> None:
     from .hwgen.hls import generate_hls
+    from .outdir import staged_out_dir
 
     graph, design = _hls_design(ir_file, style, pe, simd, axis)
     x = _digits_for(ir_file, graph, 100, strict=False)
     project = generate_hls(design, top=top, x=x)  # render fully before touching OUT
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    project.write(out)
     info = {
         **design.describe(),
         "source": str(ir_file),
@@ -433,7 +427,9 @@ def _gen_hls(ir_file: Path, style, pe, simd, axis, top, out: Path) -> None:
         "vectors": 0 if x is None else int(x.shape[0]),
         "sha256": project.digest,
     }
-    (out / "design.json").write_text(json.dumps(info, indent=2) + "\n")
+    with staged_out_dir(out, force) as work:
+        project.write(work)
+        (work / "design.json").write_text(json.dumps(info, indent=2) + "\n")
     lines = sum(project.files[f].count("\n") for f in project.sources)
     vec = "no vectors" if x is None else f"vectors for {x.shape[0]} digits test images"
     click.echo(

@@ -12,8 +12,6 @@ succeeded: a failed or interrupted run leaves the user's files as they were.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import FlowConfig
-from .errors import UserError
+from .outdir import staged_out_dir
 
 
 @dataclass
@@ -201,23 +199,12 @@ STEPS: tuple[tuple[str, Callable[[FlowState], None]], ...] = (
 # --- driver ---------------------------------------------------------------------------------
 
 
-def _prepare_out(out: Path, force: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not force:
-        raise UserError(f"output folder {out} exists; pass --force to replace it or choose another")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder; choose another output path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-
-
 def run_flow(
     config: FlowConfig, out: Path, *, force: bool = False, progress: bool = True, steps=STEPS
 ) -> FlowState:
     """Run every step; on success the output folder holds all artefacts."""
-    work = _prepare_out(out, force)
-    st = FlowState(config=config, work=work)
-    try:
+    with staged_out_dir(out, force) as work:
+        st = FlowState(config=config, work=work)
         with _progress(progress) as report:
             for name, fn in steps:
                 t0 = time.perf_counter()
@@ -226,13 +213,7 @@ def run_flow(
                 st.timings[f"{name}_s"] = round(time.perf_counter() - t0, 2)
                 report(name, "done")
         (work / "timings.json").write_text(json.dumps(st.timings, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    st.work = out
+    st.work = Path(out)
     return st
 
 

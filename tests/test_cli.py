@@ -134,3 +134,22 @@ def test_config_hardware_styles(tmp_path):
         parse_config({"hardware": {"style": "systolic"}})
     with pytest.raises(ConfigError, match="expected int, got str"):
         parse_config({"hardware": {"pe": "4"}})
+
+
+def test_staged_out_dir_replaces_only_on_success(tmp_path):
+    from pqflow.errors import UserError
+    from pqflow.outdir import staged_out_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_out_dir(out, force=True) as work:
+        (work / "half.v").write_text("module")
+        raise RuntimeError("write failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "old.txt").read_text() == "old"
+    with staged_out_dir(out, force=True) as work:
+        (work / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    with pytest.raises(UserError, match="exists; pass --force"), staged_out_dir(out, False):
+        pass
