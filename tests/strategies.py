@@ -19,6 +19,7 @@ from pqflow.ir import (
     BinaryConv2d,
     BinaryDense,
     Bipolar,
+    ChannelGate,
     Conv2d,
     Dense,
     Dequantize,
@@ -280,6 +281,23 @@ def _reshape(draw):
     return Case(Reshape(new), [TensorType(draw(int_types()), shape)], [])
 
 
+@st.composite
+def _channel_gate(draw):
+    shape = _shape(draw, draw(st.booleans()))
+    c = draw(st.integers(1, 12))
+    shape = (*shape[:-1], c)
+    xt = draw(fixed_types(hi=16, wide=30))
+    st_ = draw(fixed_types(hi=10, wide=30))
+    op = ChannelGate(draw(st.integers(1, c)), draw(st.booleans()))
+    rng = np.random.default_rng(draw(seeds))
+    n = _batch(draw)
+    x = random_raws(rng, xt, (n, *shape))
+    s = random_raws(rng, st_, (n, c))
+    if draw(st.booleans()):  # many ties: saliencies from a few values
+        s = rng.choice(np.unique(s[:, :2]), size=(n, c))
+    return Case(op, [TensorType(xt, shape), TensorType(st_, (c,))], [x, s])
+
+
 OP_CASES = {
     "Quantize": _quantize(),
     "Dequantize": _dequantize(),
@@ -295,6 +313,7 @@ OP_CASES = {
     "AvgPool2d": _pool(AvgPool2d),
     "Flatten": _flatten(),
     "Reshape": _reshape(),
+    "ChannelGate": _channel_gate(),
 }
 """A strategy of legal cases for every op kind in ``pqflow.ir.OPS``."""
 
@@ -383,9 +402,28 @@ def branch_adds(draw) -> Graph:
     return b.build(s, left) if draw(st.booleans()) else b.build(s)
 
 
+@st.composite
+def gated_blocks(draw) -> Graph:
+    """A gated conv block: conv -> requant -> relu, gated by the top-k of a saliency
+    computed from the same input (global average pool -> dense -> requant -> relu)."""
+    rng = np.random.default_rng(draw(seeds))
+    b = GraphBuilder("gated")
+    hw, c = draw(st.sampled_from([2, 4])), draw(st.integers(1, 3))
+    q = b.add(Quantize(Fixed(6, 4, False)), b.input("img", Float(), (hw, hw, c)))
+    cout = draw(st.integers(1, 6))
+    w = draw(weights(Fixed(4, 3, True), (cout, 3, 3, c), rng=rng))
+    h = b.add(Conv2d(w, None, (1, 1), (1, 1, 1, 1)), q)
+    h = b.add(ReLU(), _requant_to(draw, b, h, 6))
+    p = b.add(Flatten(), b.add(AvgPool2d((hw, hw)), q))
+    sal = _dense_layer(draw, b, _requant_to(draw, b, p, 6), rng, cout)
+    sal = b.add(ReLU(), _requant_to(draw, b, sal, draw(st.integers(2, 6))))
+    k = draw(st.integers(1, cout))
+    return b.build(b.add(ChannelGate(k, draw(st.booleans())), h, sal))
+
+
 def graphs() -> st.SearchStrategy[Graph]:
-    """Small verified graphs of the three shapes."""
-    return st.one_of(dense_chains(), conv_chains(), branch_adds())
+    """Small verified graphs of the four shapes."""
+    return st.one_of(dense_chains(), conv_chains(), branch_adds(), gated_blocks())
 
 
 def graph_inputs(graph: Graph, n: int, seed: int) -> dict[str, np.ndarray]:

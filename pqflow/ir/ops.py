@@ -468,3 +468,47 @@ class Reshape(Op):
         if t.size != x.size:
             raise IRError(f"cannot reshape {x.shape} ({x.size} elements) to {self.shape}")
         return t
+
+
+# --- dynamic pruning ------------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class ChannelGate(Op):
+    """Per-sample channel gating (FBS): keep the ``k`` channels of ``x`` with the largest
+    saliency ``s``, zero the others.
+
+    Inputs: ``x`` (H, W, C) or (C,) Fixed, ``s`` (C,) Fixed (one saliency per channel,
+    per sample). The kept channels are the first ``k`` of a stable descending sort of
+    ``s``: channel c is kept when fewer than ``k`` channels rank before it, where j ranks
+    before c if ``s[j] > s[c]`` or (``s[j] == s[c]`` and ``j < c``) (ties go to the lower
+    index, as ``torch.sort(stable=True, descending=True)``). Output on kept channels:
+    ``x * s`` exactly (``scale=True``; frac ``x.frac + s.frac``) or ``x`` (``scale=False``;
+    the type of ``x``); 0 elsewhere.
+    """
+
+    arity: ClassVar[int] = 2
+
+    k: int
+    scale: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise IRError(f"k must be a positive integer, not {self.k!r}")
+        if not isinstance(self.scale, bool):
+            raise IRError(f"scale must be True or False, not {self.scale!r}")
+
+    def infer(self, x: TensorType, s: TensorType) -> TensorType:
+        xt, st = _need_fixed(x, "x (first input)"), _need_fixed(s, "s (second input)")
+        if len(x.shape) not in (1, 3):
+            raise IRError(f"x must be (H, W, C) or (C,), not shape {x.shape}")
+        c = x.shape[-1]
+        if s.shape != (c,):
+            raise IRError(f"s must be one saliency per channel, shape ({c},), not {s.shape}")
+        if self.k > c:
+            raise IRError(f"k={self.k} exceeds the {c} channels")
+        if not self.scale:
+            return x
+        corners = [a * b for a in (xt.min_raw, xt.max_raw) for b in (st.min_raw, st.max_raw)]
+        return TensorType(_accumulator([min(corners)], [max(corners)], xt.frac + st.frac), x.shape)

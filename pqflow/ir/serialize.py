@@ -207,6 +207,10 @@ def _dec_value(v, ann, where: str):
         except ValueError:
             ok = ", ".join(m.value for m in ann)
             raise IRError(f"{where}: '{v}' is not one of {ok}") from None
+    if ann is bool:
+        if not isinstance(v, bool):
+            raise IRError(f"{where}: expected true or false, not {v!r}")
+        return v
     if ann is int:
         if isinstance(v, bool) or not isinstance(v, int):
             raise IRError(f"{where}: expected an integer, not {v!r}")

@@ -43,6 +43,7 @@ from pqflow.ir import (
     BinaryConv2d,
     BinaryDense,
     Bipolar,
+    ChannelGate,
     Conv2d,
     Dense,
     Dequantize,
@@ -246,6 +247,34 @@ def sumpool_4d(x, kh, kw, sh, sw, out):
                         for kx in range(kw):
                             s += x[n, i * sh + ky, j * sw + kx, c]
                     out[n, i, j, c] = s
+    return out
+
+
+# --- dynamic pruning ------------------------------------------------------------------------
+
+
+@jit
+def channel_gate_3d(x, s, k, scale, out):
+    """x, out: (N, P, C); s: (N, C). Channel c is kept when fewer than k channels rank
+    before it (a larger saliency, or an equal one at a lower index)."""
+    n_, p_, c_ = x.shape
+    keep = np.zeros(c_, dtype=np.bool_)
+    for n in range(n_):
+        for c in range(c_):
+            v = s[n, c]
+            rank = 0
+            for j in range(c_):
+                if s[n, j] > v or (s[n, j] == v and j < c):
+                    rank += 1
+            keep[c] = rank < k
+        for p in range(p_):
+            for c in range(c_):
+                if not keep[c]:
+                    out[n, p, c] = 0
+                elif scale:
+                    out[n, p, c] = x[n, p, c] * s[n, c]
+                else:
+                    out[n, p, c] = x[n, p, c]
     return out
 
 
@@ -553,3 +582,11 @@ def _(op: Flatten, in_types, x, *, options, out):
 @kernel.register
 def _(op: Reshape, in_types, x, *, options, out):
     return x.reshape(x.shape[0], *op.shape)
+
+
+@kernel.register
+def _(op: ChannelGate, in_types, x, s, *, options, out):
+    c = x.shape[-1]
+    x3 = np.ascontiguousarray(x).reshape(x.shape[0], -1, c)
+    channel_gate_3d(x3, np.ascontiguousarray(s), op.k, op.scale, out.reshape(x3.shape))
+    return out

@@ -17,6 +17,7 @@ from pqflow.ir import (
     AvgPool2d,
     BinaryConv2d,
     BinaryDense,
+    ChannelGate,
     Conv2d,
     Dense,
     Dequantize,
@@ -189,6 +190,25 @@ def _(op: Flatten, in_types, x):
 @evaluate.register
 def _(op: Reshape, in_types, x):
     return x.reshape(x.shape[0], *op.shape)
+
+
+# --- dynamic pruning ------------------------------------------------------------------------
+
+
+def kept_channels(s: np.ndarray, k: int) -> np.ndarray:
+    """Boolean (N, C): the ``k`` largest of each row of ``s``, ties to the lower index."""
+    order = np.argsort(-s, axis=1, kind="stable")  # descending, stable (exact on int64)
+    keep = np.zeros(s.shape, dtype=bool)
+    np.put_along_axis(keep, order[:, :k], True, axis=1)
+    return keep
+
+
+@evaluate.register
+def _(op: ChannelGate, in_types, x, s):
+    keep = kept_channels(s, op.k)
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+    keep, sv = keep.reshape(shape), s.reshape(shape)
+    return np.where(keep, x * sv if op.scale else x, 0).astype(np.int64)
 
 
 # --- graphs ---------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ input ``QuantAct``              ``Quantize`` (power-of-two scale), or a 24-bit `
 residual ``+``                  ``Add`` (operands first brought to one power-of-two grid by
                                 ``Requant`` when their scales differ per channel)
 ``MaxPool2d``/``AvgPool2d``      ``MaxPool2d``/``AvgPool2d`` (power-of-two windows)
+``QuantGatedConvBlock``         conv + act as above; the gate: ``AvgPool2d`` over the whole
+                                (power-of-two) image, ``Flatten``, its ``QuantAct``, the
+                                predictor ``Dense`` and the saliency act; then
+                                ``ChannelGate(k, scale)`` of (act, saliency) and, with
+                                ``scale=True``, the ``out_quant`` requant of the product
 ``ChannelsFirst``/``FlattenHWC`` nothing / ``Flatten`` (the IR is channels-last throughout)
 folded batch norm (Identity)    nothing (``quantize_model`` folded it into the conv)
 ==============================  ===========================================================
@@ -76,6 +81,7 @@ from pqflow.ir import (
     BinaryConv2d,
     BinaryDense,
     Bipolar,
+    ChannelGate,
     Conv2d,
     Dense,
     Dequantize,
@@ -97,7 +103,8 @@ from pqflow.ir import (
     bits_for,
     value_range,
 )
-from pqflow.models.qmodules import QuantAct, QuantConv2d, QuantLinear
+from pqflow.models.dynamic import GatedConvBlock
+from pqflow.models.qmodules import QuantAct, QuantConv2d, QuantGatedConvBlock, QuantLinear
 from pqflow.models.quant import QuantizedMLP, QuantLayer, pow2_frac
 from pqflow.models.requant import MULT_BITS, is_pow2, requant_params
 from pqflow.models.zoo import ChannelsFirst, FlattenHWC
@@ -129,7 +136,8 @@ INPUT_BITS = 24
 SUPPORTED = (
     "QuantLinear, QuantConv2d (dilation 1, zero padding), QuantAct (uniform with zero "
     "point 0, or binary sign with unit scale), MaxPool2d, AvgPool2d (power-of-two "
-    "windows), Identity, Dropout, ChannelsFirst, FlattenHWC, Flatten, residual add"
+    "windows), Identity, Dropout, ChannelsFirst, FlattenHWC, Flatten, residual add, "
+    "QuantGatedConvBlock (global-average gate, pool=1)"
 )
 
 
@@ -213,7 +221,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 # --- tracing --------------------------------------------------------------------------------
 
-_LEAVES = (QuantAct, QuantLinear, QuantConv2d, ChannelsFirst, FlattenHWC)
+_LEAVES = (QuantAct, QuantLinear, QuantConv2d, ChannelsFirst, FlattenHWC, GatedConvBlock)
 _TRANSPARENT = (nn.Identity, nn.Dropout, nn.MaxPool2d, ChannelsFirst, FlattenHWC, nn.Flatten)
 
 
@@ -402,6 +410,8 @@ class _Lowering:
             return self.weighted(path, mod, v)
         if isinstance(mod, nn.Identity | nn.Dropout):
             return v
+        if isinstance(mod, GatedConvBlock):
+            return self.gated(node, path, mod, v)
         if v.kind == "float":
             raise _unsupported(path, mod, "the model input must be quantized first")
         if isinstance(mod, ChannelsFirst):
@@ -461,6 +471,33 @@ class _Lowering:
             raise _unsupported(path, mod, f"a {k[0]}x{k[1]} window is not a power of two")
         out = self.add(AvgPool2d(k, s), v.name, name=path)
         return replace(v, name=out, scale=v.scale / n)
+
+    def gated(self, node: fx.Node, path: str, mod: GatedConvBlock, v: _Val) -> _Val:
+        """A quantized gated block: conv -> act, gated by ``ChannelGate`` (module doc)."""
+        if not isinstance(mod, QuantGatedConvBlock):
+            raise _unsupported(path, mod, "a float gated block: quantize it with quantize_model")
+        gate = mod.gate
+        if v.kind != "int" or v.offset is not None or not _uniform(v.scale):
+            raise _unsupported(path, mod, "its input must be activation codes")
+        if v.layout != "nchw":
+            raise _unsupported(path, mod, "gates (N, C, H, W) tensors after ChannelsFirst")
+        if gate.pool != 1:
+            raise _unsupported(path, mod, f"gate pool={gate.pool}; only pool=1 (global average)")
+        h, w, _ = self.type_of(v).shape
+        if (h * w) & (h * w - 1):
+            raise _unsupported(path, mod, f"a {h}x{w} global average is not a power of two")
+        pooled = self.add(AvgPool2d((h, w)), v.name, name=f"{path}.gate.pool")
+        flat = self.add(Flatten(), pooled, name=f"{path}.gate.flatten")
+        pv = _Val(flat, "int", v.scale / (h * w), layout="flat")
+        pq = self.act(node, f"{path}.gate.pool_quant", gate.pool_quant, pv)
+        sal = self.weighted(f"{path}.gate.predictor", gate.predictor, pq)
+        sq = self.act(node, f"{path}.gate.sal_quant", gate.sal_quant, sal)
+        a = self.act(node, f"{path}.relu", mod.relu, self.weighted(f"{path}.conv", mod.conv, v))
+        out = self.add(ChannelGate(gate.k, bool(gate.scale)), a.name, sq.name, name=f"{path}.gate")
+        if not gate.scale:
+            return _Val(out, "int", a.scale, layout=a.layout)
+        prod = _Val(out, "int", a.scale * sq.scale, layout=a.layout)
+        return self.act(node, f"{path}.out_quant", mod.out_quant, prod)
 
     # -- activations -----------------------------------------------------------------------
 
@@ -1007,6 +1044,7 @@ pickle (loaded with ``weights_only=False``): open only files you trust."""
 
 def save_model(path: str | Path, model: nn.Module, example_input) -> None:
     """Write ``model`` and an example batch as a ``MODEL_FORMAT`` file (atomically)."""
+    import io
     import os
     import tempfile
 
@@ -1015,7 +1053,9 @@ def save_model(path: str | Path, model: nn.Module, example_input) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save({"format": MODEL_FORMAT, "model": model, "example_input": x}, tmp)
+        buf = io.BytesIO()  # a file name would become the archive's folder name
+        torch.save({"format": MODEL_FORMAT, "model": model, "example_input": x}, buf)
+        Path(tmp).write_bytes(buf.getvalue())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,7 +11,10 @@ child names) with these substitutions:
   ``weight_quant`` (then times ``weight_mask``, so a pruned weight is exactly 0), bias
   fake-quantized at the accumulator scale ``weight scale * input scale`` with
   ``bias_bits``; the output is the exact accumulator (no output quantizer);
-- batch norms are folded first (``bnfold.fold_batchnorm``) and become ``nn.Identity``.
+- batch norms are folded first (``bnfold.fold_batchnorm``) and become ``nn.Identity``;
+- a ``dynamic.GatedConvBlock`` -> ``QuantGatedConvBlock`` (see there): its batch norm
+  folded into the conv, its gate's ``BatchNorm1d`` into the predictor, and quantizers on
+  the pooled gate input, the saliency and (``scale=True``) the gated output.
 
 Each layer knows the quantizer that produced its input (``input_quant``; a plain
 attribute, not a submodule) by a walk in forward order through ``Sequential``,
@@ -35,14 +38,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pqflow.models.bnfold import fold_batchnorm
+from pqflow.models.bnfold import _fold, fold_batchnorm
+from pqflow.models.dynamic import ChannelGate, GatedConvBlock
 from pqflow.models.quantizers import Quantizer, QuantSpec, _bshape, fake_quantize
 from pqflow.models.zoo import ResidualBlock
 
 __all__ = [
     "QuantAct",
     "QuantConfig",
+    "QuantChannelGate",
     "QuantConv2d",
+    "QuantGatedConvBlock",
     "QuantLinear",
     "quant_layers",
     "quantize_model",
@@ -205,6 +211,91 @@ class QuantConv2d(nn.Conv2d, _QuantWeighted):
         return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 
 
+@torch.no_grad()
+def _fold_input_norm(lin: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
+    """A copy of ``lin`` computing ``lin(bn(x))`` (eval mode): with
+    ``g = gamma / sqrt(var + eps)``, ``W' = W * g`` (per input column) and
+    ``b' = b + W @ (beta - mean * g)``."""
+    out = copy.deepcopy(lin)
+    g = bn.running_var.double().add(bn.eps).rsqrt()
+    if bn.affine:
+        g = g * bn.weight.double()
+    beta = bn.bias.double() if bn.affine else torch.zeros_like(g)
+    w = lin.weight.double()
+    b = lin.bias.double() if lin.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    out.weight.copy_((w * g[None, :]).to(lin.weight.dtype))
+    new_b = (b + w @ (beta - bn.running_mean.double() * g)).to(lin.weight.dtype)
+    if out.bias is None:
+        out.bias = nn.Parameter(new_b)
+    else:
+        out.bias.copy_(new_b)
+    return out
+
+
+class QuantChannelGate(nn.Module):
+    """``ChannelGate`` on quantized values, with its ``BatchNorm1d`` folded into the predictor.
+
+    ``saliency(x)`` = ``sal_quant(predictor(pool_quant(mean of x over H, W)))``:
+    ``pool_quant`` (``QuantAct``, no ReLU) quantizes the pooled block input,
+    ``predictor`` is a ``QuantLinear`` and ``sal_quant`` (``QuantAct`` with ReLU) gives
+    the saliency codes. ``keep``/``forward`` are ``ChannelGate``'s (top-``k`` of the
+    quantized saliency, ties to the lower index; gate = saliency or 1 on kept channels).
+    """
+
+    def __init__(self, gate: ChannelGate, cfg: QuantConfig, spec: QuantSpec) -> None:
+        super().__init__()
+        if cfg.act is None or cfg.act.mode != "uniform":
+            raise ValueError(
+                f"quantize_model: a channel gate needs a uniform activation spec, not {cfg.act}"
+            )
+        lin = _fold_input_norm(gate.predictor, gate.norm)
+        self.pool_quant = QuantAct(cfg.act, relu=False)
+        self.predictor = _copy_state(
+            lin, QuantLinear(lin.in_features, lin.out_features, True, spec, cfg.bias_bits)
+        )
+        self.sal_quant = QuantAct(cfg.act, relu=True)
+        self.k, self.scale, self.pool = gate.k, gate.scale, gate.pool
+
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        p = F.adaptive_avg_pool2d(x, self.pool).flatten(1)
+        return self.sal_quant(self.predictor(self.pool_quant(p)))
+
+    keep = ChannelGate.keep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.saliency(x)
+        m = self.keep(s).to(s.dtype)
+        return s * m if self.scale else m
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, scale={self.scale}, pool={self.pool}"
+
+
+class QuantGatedConvBlock(GatedConvBlock):
+    """A quantized ``GatedConvBlock``: ``relu(conv(x)) * gate(x)``, then ``out_quant``.
+
+    ``conv`` is a ``QuantConv2d`` with the batch norm folded in (``bn`` is Identity),
+    ``relu`` a ``QuantAct(relu=True)``, ``gate`` a ``QuantChannelGate``. With
+    ``scale=True`` the gated product (activation code x saliency code) is requantized by
+    ``out_quant`` (a ``QuantAct``); with ``scale=False`` the output is already on the
+    activation grid and ``out_quant`` is None.
+    """
+
+    def __init__(self, block: GatedConvBlock, cfg: QuantConfig, conv_spec, gate_spec) -> None:
+        nn.Module.__init__(self)
+        conv = copy.deepcopy(block.conv)
+        _fold(conv, block.bn)
+        self.conv = _copy_state(conv, QuantConv2d(conv, conv_spec, cfg.bias_bits))
+        self.bn = nn.Identity()
+        self.relu = QuantAct(cfg.act, relu=True)
+        self.gate = QuantChannelGate(block.gate, cfg, gate_spec)
+        self.out_quant = QuantAct(cfg.act, relu=False) if block.gate.scale else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return y if self.out_quant is None else self.out_quant(y)
+
+
 def _copy_state(src: nn.Module, dst: nn.Module) -> nn.Module:
     with torch.no_grad():
         dst.weight.copy_(src.weight)
@@ -234,7 +325,11 @@ def _swap(module: nn.Module, cfg: QuantConfig, prefix: str, first: str, last: st
     for name, child in list(module.named_children()):
         full = f"{prefix}{name}"
         new: nn.Module | None = None
-        if isinstance(child, nn.Linear) and not isinstance(child, QuantLinear):
+        if isinstance(child, GatedConvBlock) and not isinstance(child, QuantGatedConvBlock):
+            conv_spec = _weight_spec(cfg, f"{full}.conv", first, last)
+            gate_spec = _weight_spec(cfg, f"{full}.gate.predictor", first, last)
+            new = QuantGatedConvBlock(child, cfg, conv_spec, gate_spec)
+        elif isinstance(child, nn.Linear) and not isinstance(child, QuantLinear):
             spec = _weight_spec(cfg, full, first, last)
             new = QuantLinear(
                 child.in_features, child.out_features, child.bias is not None, spec, cfg.bias_bits
@@ -262,6 +357,10 @@ def _link(m: nn.Module, q: Quantizer | None) -> Quantizer | None:
         for child in m:
             q = _link(child, q)
         return q
+    if isinstance(m, QuantGatedConvBlock):
+        m.conv.link_input(q)
+        m.gate.predictor.link_input(m.gate.pool_quant.quant)
+        return m.relu.quant if m.out_quant is None else m.out_quant.quant
     if isinstance(m, ResidualBlock):
         _link(m.residual, q)
         _link(m.skip, q)

@@ -188,3 +188,26 @@ def test_frac_and_shape_limits():
         Fixed(8, MAX_FRAC + 1)
     with pytest.raises(IRError, match="shape must be one or more positive integers"):
         TensorType(Float(), ())
+
+
+def test_channel_gate_checks_k_shapes_and_types():
+    from pqflow.ir import ChannelGate
+
+    b = GraphBuilder()
+    x = b.input("x", Fixed(8, 4, False), (4, 4, 6))
+    s = b.input("s", Fixed(8, 3, False), (6,))
+    s5 = b.input("s5", Fixed(8, 3, False), (5,))
+    f = b.input("f", Float(), (6,))
+    with pytest.raises(IRError, match=r"ChannelGate 'g': k=7 exceeds the 6 channels"):
+        b.add(ChannelGate(7), x, s, name="g")
+    with pytest.raises(IRError, match=r"ChannelGate 'g': s must be one saliency per channel"):
+        b.add(ChannelGate(2), x, s5, name="g")
+    with pytest.raises(IRError, match=r"ChannelGate 'g': s \(second input\) must be Fixed"):
+        b.add(ChannelGate(2), x, f, name="g")
+    with pytest.raises(IRError, match="k must be a positive integer, not 0"):
+        ChannelGate(0)
+    with pytest.raises(IRError, match="scale must be True or False, not 1"):
+        ChannelGate(2, 1)
+    assert b.type_of(b.add(ChannelGate(3), x, s, name="g")) == TensorType(
+        Fixed(16, 7, False), (4, 4, 6)
+    )

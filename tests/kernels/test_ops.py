@@ -89,3 +89,19 @@ def test_the_three_paths_are_all_reached():
 
     collect()
     assert seen == {"f32", "f64", "int"}
+
+
+def test_channel_gate_keeps_the_top_k_with_ties_to_the_lower_index():
+    from pqflow.ir import ChannelGate, Fixed, TensorType
+
+    s = np.array([[3, 5, 5, 1, 5], [0, 0, 0, 0, 0], [-2, 7, -1, 7, 0]])
+    x = np.arange(1, 3 * 2 * 5 + 1).reshape(3, 1, 2, 5)
+    types = [TensorType(Fixed(8, 0, True), (1, 2, 5)), TensorType(Fixed(4, 1, True), (5,))]
+    keep = np.array([[0, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 1, 0, 1, 0]], bool)
+    for scale in (True, False):
+        op = ChannelGate(2, scale)
+        want = np.where(keep[:, None, None, :], x * (s[:, None, None, :] if scale else 1), 0)
+        out_t = op.infer(*types)  # products in [-1016, 1024]: 12 bits
+        assert out_t.dtype == (Fixed(12, 1, True) if scale else types[0].dtype)
+        assert np.array_equal(evaluate(op, types, x, s), want)
+        assert np.array_equal(kernel_alloc(op, types, out_t, x, s, options=Options()), want)
