@@ -185,6 +185,22 @@ def binary_cnn_graph(rng):
     return b.build(v), raws(rng, xt, (7, 7, 4), 100)
 
 
+def folded(graph, pe: int, simd: int) -> Design:
+    """Every matrix node of the Design folded, PE/SIMD reduced to divisors of its sizes
+    (a convolution's matrix is (out, kh * kw * in))."""
+    from math import gcd
+
+    from pqflow.hwgen.design import MATRIX_OPS
+
+    impls = {}
+    for n in graph.nodes:
+        if isinstance(n.op, MATRIX_OPS):
+            w = n.op.weight.shape
+            n_out, n_in = (w[0], w[1] * w[2] * w[3] * n.op.groups) if len(w) == 4 else w
+            impls[n.name] = Folded(gcd(pe, n_out), gcd(simd, n_in))
+    return Design(graph, impls)
+
+
 def small_cases():
     rng = np.random.default_rng(7)
     cases = {}
@@ -195,6 +211,8 @@ def small_cases():
     cases["mlp_folded"] = (Design.uniform(g, "folded", pe=2, simd=4), x)
     g, x = mlp_graph(rng, False, "mlp_u")
     cases["mlp_mixed"] = (Design(g, {"fc0": Folded(4, 3), "fc1": Unrolled()}), x)
+    cases["mlp_sparse"] = (Design(g, {"fc0": Sparse(3), "fc1": Sparse(4)}), x)
+    cases["mlp_sparse_mixed"] = (Design(g, {"fc0": Unrolled(), "fc1": Sparse(1)}), x)
     cases["thresholds"] = threshold_graph(rng)
     cases["add"] = add_graph(rng)
     g, x = binary_mlp_graph(rng)
@@ -207,7 +225,7 @@ def small_cases():
     )
     g, x = cnn_graph(rng)
     cases["cnn_unrolled"] = (g, x)
-    cases["cnn_folded"] = (Design.uniform(g, "folded", pe=1, simd=4), x)
+    cases["cnn_folded"] = (folded(g, pe=1, simd=4), x)
     cases["residual"] = residual_cnn_graph(rng)
     cases["bcnn"] = binary_cnn_graph(rng)
     return cases
@@ -253,8 +271,8 @@ def test_all_rounding_and_overflow_modes_are_exercised(small_results):
 def test_generation_is_deterministic(tmp_path):
     rng = np.random.default_rng(3)
     g, _ = cnn_graph(rng)
-    a = generate_hls(g, "folded", tmp_path / "a", pe=5, simd=2)
-    b = generate_hls(g, "folded", tmp_path / "b", pe=5, simd=2)
+    a = generate_hls(folded(g, pe=5, simd=2), out_dir=tmp_path / "a")
+    b = generate_hls(folded(cnn_graph(np.random.default_rng(3))[0], 5, 2), out_dir=tmp_path / "b")
     assert a.digest == b.digest
     for rel in a.files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
@@ -282,7 +300,7 @@ def test_unrolled_drops_zero_weights_and_folded_keeps_a_rom():
     assert terms == np.count_nonzero(w0) < w0.size
     assert "UNROLL" in src and "PQ_HLS(PIPELINE II=1)" in src
     folded = render_hls(g, "folded", pe=2, simd=4).files["firmware/pqflow_top.cpp"]
-    assert "static const ap_int<5> W[8][12]" in folded
+    assert "static const int8_t W[8][12] = {  // raws of ap_int<5>" in folded
     assert "PQ_HLS(ARRAY_PARTITION variable=W cyclic factor=2 dim=1)" in folded
     assert "PQ_HLS(ARRAY_PARTITION variable=W cyclic factor=4 dim=2)" in folded
 
@@ -331,16 +349,32 @@ def test_boundary_matches_the_rtl_chain():
     assert g2.types()[s2] == in_t and g2.types()[d2] == out_t
 
 
+def test_sparse_stores_only_nonzeros_in_balanced_row_lists():
+    rng = np.random.default_rng(13)
+    g, _ = mlp_graph(rng, True)
+    w0 = g.node("fc0").op.weight.data
+    src = render_hls(g, "sparse", pe=3).files["firmware/pqflow_top.cpp"]
+    body = src.split("static void fc0_kernel")[1].split("static void fc0(")[0]
+    nnz = [int(v) for v in re.search(r"nonzeros per PE ([\d, ]+) \(", body)[1].split(", ")]
+    assert sum(nnz) == np.count_nonzero(w0) and len(nnz) == 3
+    assert max(nnz) - min(nnz) <= np.count_nonzero(w0, axis=1).max()  # greedy balance
+    assert f"static const uint8_t COL[3][{max(nnz)}]" in body
+    assert "PQ_HLS(PIPELINE II=1)" in body and "PQ_HLS(ARRAY_PARTITION variable=VAL" in body
+    # every stored entry is a nonzero weight (the padding of shorter PEs aside)
+    rows = re.search(r"VAL\[3\]\[\d+\] = \{(.*?)\n    \};", body, re.S)[1]
+    vals = [[int(v) for v in r.strip(" {},").split(", ")] for r in rows.strip().splitlines()]
+    assert [sum(v != 0 for v in r) for r in vals] == nnz
+
+
 def test_errors_name_the_node():
     rng = np.random.default_rng(9)
-    g, _ = mlp_graph(rng, True)
-    with pytest.raises(HardwareError, match="sparse"):
+    g, _ = binary_mlp_graph(rng)
+    with pytest.raises(HardwareError, match="'binarydense0'.*no sparse form"):
         render_hls(Design.uniform(g, "sparse", pe=2))
     with pytest.raises(Exception, match="must be a C identifier"):
         render_hls(g, top="1bad")
-    with pytest.raises(Exception, match="'unrolled' or 'folded'"):
+    with pytest.raises(Exception, match="'unrolled', 'folded' or 'sparse'"):
         render_hls(g, "systolic")
-    assert Sparse  # imported for the error above
 
 
 def test_vectors_written_for_vitis(tmp_path):
@@ -369,7 +403,12 @@ def test_digits_mlp_dense_and_sparse(digits):
     data, dense, sparse = digits
     x = data.x_test
     results = csim_many(
-        [(dense, x), (sparse, x), (Design.uniform(dense, "folded", pe=2, simd=4), x)],
+        [
+            (dense, x),
+            (sparse, x),
+            (Design.uniform(dense, "folded", pe=2, simd=4), x),
+            (Design.uniform(sparse, "sparse", pe=4), x),
+        ],
         top="digits",
     )
     for r in results:

@@ -34,12 +34,20 @@ Styles per matrix node (``Dense``, ``BinaryDense``) come from the ``Design``:
   partitioned completely, the array top pipelined at II=1 (hls4ml's latency strategy);
 - ``folded(pe, simd)``: weights in a constant array partitioned cyclically by PE (rows)
   and SIMD (columns), a loop pipelined at II=1 over (MH/PE)*(MW/SIMD) folds (hls4ml's
-  reuse factor = MH*MW/(PE*SIMD)); zeros stay in the ROM as FINN does.
+  reuse factor = MH*MW/(PE*SIMD)); zeros stay in the ROM as FINN does;
+- ``sparse(pe)``: only the nonzero weights are stored, as row lists (compressed sparse
+  rows): rows are assigned to ``pe`` engines balancing their nonzeros (the RTL engine's
+  greedy rule), each engine's (column, weight, row, first, last) entries are ROMs
+  partitioned by engine, and one loop pipelined at II=1 feeds every engine one entry per
+  iteration: max over engines of their nonzeros cycles per vector (zero activations are
+  not skipped at run time, unlike the RTL engine).
 
 ``Conv2d``/``BinaryConv2d`` are a window generator plus the same matrix kernel on the
 window (a grouped kernel's other-group weights are zeros, dropped when unrolled, masked
-out of the popcount when binary); they take the style of the design's matrix nodes
-(folded when every one is folded, with PE/SIMD reduced to divisors of the conv's sizes).
+out of the popcount when binary); a convolution the ``Design`` names takes its own
+implementation (any of the three; sparse for ``Conv2d`` only), otherwise the style of the
+design's matrix nodes (folded when every one is folded, with PE/SIMD reduced to divisors
+of the conv's sizes; else unrolled).
 Binary layers are XNOR-popcount on packed ``ap_uint<N>`` words: y = 2*popcount - N.
 """
 
@@ -81,7 +89,7 @@ from ...ir import (
     bits_for,
     verify,
 )
-from ..design import Design, DesignError, Folded, HardwareError, Impl, Unrolled
+from ..design import Design, DesignError, Folded, HardwareError, Impl, Sparse, Unrolled
 
 __all__ = [
     "HLS_OPS",
@@ -159,6 +167,18 @@ def ctype(dtype: Fixed | Bipolar) -> str:
     if isinstance(dtype, Bipolar):
         return "ap_uint<1>"
     return f"ap_int<{dtype.width}>" if dtype.signed else f"ap_uint<{dtype.width}>"
+
+
+def native_ctype(lo: int, hi: int) -> str:
+    """The narrowest <cstdint> type holding [lo, hi]. Constant tables (ROMs) hold native
+    integers: g++ initialises them statically (an ap_int table costs constructor code and
+    minutes of compile for a big CNN); each read converts to the exact ap_int type."""
+    for bits in (8, 16, 32, 64):
+        if lo >= 0 and hi < 2**bits:
+            return f"uint{bits}_t"
+        if -(2 ** (bits - 1)) <= lo and hi < 2 ** (bits - 1):
+            return f"int{bits}_t"
+    raise ValueError(f"no 64-bit integer type holds [{lo}, {hi}]")
 
 
 def lit(v: int) -> str:
@@ -265,15 +285,21 @@ def _dense_kernel(w: np.ndarray, bias, impl: Impl, in_t: str, w_ctype: str) -> d
     if isinstance(impl, Folded):
         k.update(
             folded=True,
+            sparse=False,
             pe=impl.pe,
             simd=impl.simd,
             weights=[[lit(v) for v in row] for row in w.tolist()],
+            w_native=native_ctype(int(min(w.min(), 0)), int(max(w.max(), 0))),
             bias=[lit(v) for v in b.tolist()],
+            b_native=native_ctype(int(min(b.min(), 0)), int(max(b.max(), 0))),
             has_bias=bias is not None and bool(np.any(b)),
         )
         return k
+    if isinstance(impl, Sparse):
+        k.update(folded=False, sparse=True, **_row_lists(w, b, impl.pe))
+        return k
     if not isinstance(impl, Unrolled):
-        raise HardwareError(f"{impl.style!r} has no HLS kernel (use unrolled or folded)")
+        raise HardwareError(f"{impl.style!r} has no HLS kernel (use unrolled, folded or sparse)")
     rows = []
     for o in range(n_out):
         terms = []
@@ -281,8 +307,62 @@ def _dense_kernel(w: np.ndarray, bias, impl: Impl, in_t: str, w_ctype: str) -> d
             v = int(w[o, i])
             terms.append((i, "+" if v == 1 else "-" if v == -1 else lit(v)))
         rows.append({"bias": lit(b[o]) if b[o] else None, "terms": terms})
-    k.update(folded=False, rows=rows, nnz=int(np.count_nonzero(w)), total=int(w.size))
+    k.update(folded=False, sparse=False, rows=rows, nnz=int(np.count_nonzero(w)), total=int(w.size))
     return k
+
+
+def assign_rows(w: np.ndarray, pe: int) -> list[list[int]]:
+    """The output rows of each of ``min(pe, n_out)`` PEs, balancing nonzeros.
+
+    The RTL engine's ``greedy`` rule: rows by decreasing nonzero count (ties: lower row
+    first), each to the PE with the fewest nonzeros so far among those with fewer than
+    ceil(n_out / pe) rows (ties: fewer rows, then lower PE); each PE's rows ascending.
+    """
+    n_out = w.shape[0]
+    pe = min(pe, n_out)
+    nnz = np.count_nonzero(w, axis=1)
+    cap = -(-n_out // pe)
+    load, owned = [0] * pe, [[] for _ in range(pe)]
+    for r in sorted(range(n_out), key=lambda r: (-int(nnz[r]), r)):
+        p = min(
+            (q for q in range(pe) if len(owned[q]) < cap), key=lambda q: (load[q], len(owned[q]), q)
+        )
+        owned[p].append(r)
+        load[p] += int(nnz[r])
+    return [sorted(o) for o in owned]
+
+
+def _row_lists(w: np.ndarray, b: np.ndarray, pe: int) -> dict:
+    """Sparse kernel fields: per PE, its rows' nonzeros as one list of (column, weight,
+    row, first, last) entries (compressed sparse rows), padded to the longest PE's."""
+    n_out, n_in = w.shape
+    lists = []
+    for rows in assign_rows(w, pe):
+        entries = []
+        for r in rows:
+            cols = np.flatnonzero(w[r]).tolist()
+            for i, c in enumerate(cols):
+                entries.append((c, lit(w[r, c]), r, i == 0, i == len(cols) - 1))
+        lists.append(entries)
+    nnz = [len(e) for e in lists]
+    lo, hi = int(min(w.min(), 0)), int(max(w.max(), 0))
+    length = max(nnz)
+    for e in lists:
+        e.extend([(0, "0", 0, False, False)] * (length - len(e)))
+    return {
+        "pe": len(lists),
+        "length": length,
+        "pe_nnz": nnz,
+        "entries": lists,
+        "bias": [lit(v) for v in b.tolist()],
+        "b_native": native_ctype(int(min(b.min(), 0)), int(max(b.max(), 0))),
+        "has_bias": bool(np.any(b)),
+        "col_ctype": native_ctype(0, n_in - 1),
+        "row_ctype": native_ctype(0, n_out - 1),
+        "val_ctype": native_ctype(lo, hi),
+        "nnz": int(np.count_nonzero(w)),
+        "total": int(w.size),
+    }
 
 
 def _binary_kernel(w: np.ndarray, mask: np.ndarray | None, impl: Impl) -> dict:
@@ -329,6 +409,11 @@ def _(op: Dense, node, ins, out, ctx):
 
 @_register(BinaryDense)
 def _(op: BinaryDense, node, ins, out, ctx):
+    if isinstance(ctx.impl, Sparse):
+        raise HardwareError(
+            f"{node.describe()}: BinaryDense has no sparse form (a bipolar weight is never "
+            "zero); use unrolled or folded"
+        )
     return NodeCode("binary_dense.j2", {"k": _binary_kernel(op.weight.data, None, ctx.impl)})
 
 
@@ -375,7 +460,7 @@ def _out_hw(out: CValue) -> dict:
 @_register(Conv2d)
 def _(op: Conv2d, node, ins, out, ctx):
     mat, _ = _conv_matrix(op.weight.data, ins[0].c, op.groups)
-    impl = _conv_impl(ctx, *mat.shape)
+    impl = ctx.impl or _conv_impl(ctx, *mat.shape)
     k = _dense_kernel(mat, op.bias, impl, ins[0].t, ctype(op.weight.dtype))
     win = _window(op, ins[0]) | _out_hw(out)
     return NodeCode("conv2d.j2", {"k": k, "win": win, "sparsity": op.weight.describe()})
@@ -384,7 +469,12 @@ def _(op: Conv2d, node, ins, out, ctx):
 @_register(BinaryConv2d)
 def _(op: BinaryConv2d, node, ins, out, ctx):
     mat, mask = _conv_matrix(op.weight.data, ins[0].c, op.groups)
-    impl = _conv_impl(ctx, *mat.shape)
+    impl = ctx.impl or _conv_impl(ctx, *mat.shape)
+    if isinstance(impl, Sparse):
+        raise HardwareError(
+            f"{node.describe()}: BinaryConv2d has no sparse form (a bipolar weight is never "
+            "zero); use unrolled or folded"
+        )
     k = _binary_kernel(mat, mask if op.groups > 1 else None, impl)
     win = _window(op, ins[0]) | _out_hw(out)
     return NodeCode("binary_conv2d.j2", {"k": k, "win": win})
@@ -552,7 +642,9 @@ def _design(source: Graph | Design, style: str | None, pe: int, simd: int) -> tu
         return Design.uniform(source, "unrolled"), Unrolled()
     if style == "folded":
         return Design.uniform(source, "folded", pe=pe, simd=simd), Folded(pe, simd)
-    raise DesignError(f"HLS style must be 'unrolled' or 'folded', not {style!r}")
+    if style == "sparse":
+        return Design.uniform(source, "sparse", pe=pe), Unrolled()
+    raise DesignError(f"HLS style must be 'unrolled', 'folded' or 'sparse', not {style!r}")
 
 
 def render_hls(
@@ -677,7 +769,8 @@ def generate_hls(
 ) -> HLSProject:
     """The Vitis HLS project of a graph or ``Design``, written to ``out_dir`` when given.
 
-    ``style`` (``"unrolled"``, the default, or ``"folded"`` with ``pe``/``simd``) applies
+    ``style`` (``"unrolled"``, the default, ``"folded"`` with ``pe``/``simd``, or
+    ``"sparse"`` with ``pe``) applies
     to a Graph: it becomes ``Design.uniform(graph, style, pe=, simd=)`` (a folding factor
     must divide every matrix node's sizes, as in the RTL; pass a ``Design`` for per-node
     choices). ``top`` names the top function. ``x`` (optional, the graph's input batch)
