@@ -393,11 +393,6 @@ def _hls_design(ir_file: Path, style: str, pe, simd, axis: bool):
     from . import ir
     from .hwgen import Design
 
-    if style == "sparse":
-        raise UserError(
-            "--style sparse has no HLS template; use --style unrolled (zero weights are "
-            "dropped from its loops) or folded with --target hls, or --target rtl"
-        )
     if axis:
         raise UserError("--axis applies to the rtl target (HLS tops take arrays or hls::stream)")
     graph = ir.load(ir_file)

@@ -72,7 +72,8 @@ def one_line_error(code: int, err: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "style,extra", [("unrolled", []), ("folded", ["--pe", "2", "--simd", "4"])]
+    "style,extra",
+    [("unrolled", []), ("folded", ["--pe", "2", "--simd", "4"]), ("sparse", ["--pe", "3"])],
 )
 def test_gen_hls_writes_project(ir_file, tmp_path, capsys, style, extra):
     out = tmp_path / "hls"
@@ -93,7 +94,7 @@ def test_gen_hls_writes_project(ir_file, tmp_path, capsys, style, extra):
         assert (out / rel).is_file(), rel
     # the same files generate_hls writes, byte for byte
     graph = ir.load(ir_file)
-    pe, simd = (2, 4) if extra else (1, 1)
+    pe, simd = {"unrolled": (1, 1), "folded": (2, 4), "sparse": (3, 1)}[style]
     ref = generate_hls(graph, style, pe=pe, simd=simd)
     for rel in ref.sources:
         assert (out / rel).read_text() == ref.files[rel]
@@ -110,7 +111,7 @@ def test_gen_hls_refuses_existing_folder_and_bad_options(ir_file, tmp_path, caps
     assert "exists" in msg and "--force" in msg
     assert (out / "keep.txt").read_text() == "mine"
     for bad, word in (
-        (["--style", "sparse"], "sparse"),
+        (["--style", "sparse", "--simd", "2"], "simd"),  # sparse takes --pe only
         (["--style", "folded", "--pe", "3"], "pe"),  # 3 does not divide 16
         (["--simd", "2"], "simd"),  # unrolled takes no folding factor
         (["--axis"], "axis"),
@@ -128,7 +129,8 @@ def test_gen_hls_refuses_existing_folder_and_bad_options(ir_file, tmp_path, caps
 
 
 @pytest.mark.parametrize(
-    "style,extra", [("unrolled", []), ("folded", ["--pe", "2", "--simd", "8"])]
+    "style,extra",
+    [("unrolled", []), ("folded", ["--pe", "2", "--simd", "8"]), ("sparse", ["--pe", "4"])],
 )
 def test_verify_hls_bit_exact(ir_file, capsys, style, extra):
     code, stdout, err = cli(
@@ -175,7 +177,7 @@ def test_verify_hls_mismatch_exits_1(ir_file, capsys, monkeypatch):
 
 
 def test_verify_hls_errors(ir_file, tmp_path, capsys):
-    for bad, word in ((["--sim", "icarus"], "--sim"), (["--style", "sparse"], "sparse")):
+    for bad, word in ((["--sim", "icarus"], "--sim"), (["--axis"], "axis")):
         msg = one_line_error(*cli("verify", ir_file, "--target", "hls", *bad, capsys=capsys)[::2])
         assert word in msg, msg
     # a graph that does not take digits samples
