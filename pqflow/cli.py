@@ -250,6 +250,9 @@ def gen(ir_file: Path, style, pe, simd, axis, top, target, out: Path, force: boo
         f"{out / (d.top + '.v')}: {style}, {d.text.count(chr(10))} lines, "
         f"latency {d.latency}, cycles per vector {d.cycles_per_vector}"
     )
+    if d.fifo_depths:
+        depths = ", ".join(f"{add} {depth}" for add, depth in d.fifo_depths)
+        click.echo(f"  skip FIFO depths (beats, by Add node): {depths}")
 
 
 def _write_rtl(d, ir_file: Path, out: Path) -> None:
@@ -263,6 +266,7 @@ def _write_rtl(d, ir_file: Path, out: Path) -> None:
         "output": {"count": d.out_count, "width": d.out_width, "signed": d.out_signed},
         "latency_cycles": d.latency,
         "cycles_per_vector": d.cycles_per_vector,
+        "fifo_depths": dict(d.fifo_depths),
         "sha256": d.digest,
     }
     (out / "design.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """Verify generated hardware for an IR graph against the oracle.
 
-The hardware of a chain graph takes the raws after its leading ``Quantize`` and gives
-the raws of its last integer node (``pqflow.hwgen.amaranth.top.hardware_chain``); the
+The hardware of a graph takes the raws after its leading ``Quantize`` and gives the raws
+of its last integer node (``pqflow.hwgen.amaranth.graph_top.hardware_graph``); the
 oracle computes both from the same float inputs, so the RTL is compared with exactly
 what the integer graph defines.
 """
@@ -21,13 +21,13 @@ def hardware_vectors(graph: Graph, x) -> tuple[np.ndarray, np.ndarray]:
 
     Both are int64 arrays of shape (N, elements), computed by the Numba oracle.
     """
-    from pqflow.hwgen.amaranth.top import hardware_chain
+    from pqflow.hwgen.amaranth.graph_top import hardware_graph
     from pqflow.kernels import run
 
-    _, nodes, _ = hardware_chain(graph)
-    if not nodes:
+    hw = hardware_graph(graph)  # a chain or a DAG (residual network)
+    if not hw.nodes:
         raise ValueError(f"graph '{graph.name}' has no integer nodes to build in hardware")
-    src, dst = nodes[0].inputs[0], nodes[-1].name
+    src, dst = hw.source, hw.sink
     vals = run(graph, x, outputs=[src, dst])
     n = len(vals[src])
     return vals[src].reshape(n, -1), vals[dst].reshape(n, -1)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +30,7 @@ from amaranth.back import verilog
 
 from ...ir import Graph
 from ..design import STYLES, Design, DesignError
-from .top import DataflowTop
+from .graph_top import dataflow_top
 
 __all__ = ["STYLES", "VerilogDesign", "generate_verilog"]
 
@@ -55,6 +55,8 @@ class VerilogDesign:
     axis: bool = False
     """The ports are AXI-Stream (``pqflow.hwgen.amaranth.axis``), not ``i__*``/``o__*``."""
     design: Design | None = None
+    fifo_depths: tuple[tuple[str, int], ...] = ()
+    """Depth of each skip FIFO of a DAG design, by ``Add`` node (``DataflowGraphTop``)."""
 
     @property
     def digest(self) -> str:
@@ -169,9 +171,12 @@ def generate_verilog(
     *,
     axis: bool = False,
     check_cycles: bool = False,
+    fifo_depths: Mapping[str, int] | None = None,
     **options,
 ) -> VerilogDesign:
-    """Verilog for the integer part of a chain graph (see ``DataflowTop``).
+    """Verilog for the integer part of a graph: a chain (``DataflowTop``) or a DAG with one
+    input and one output, such as a residual network (``DataflowGraphTop``: forks, skip
+    FIFOs sized from the units' schedules, ``Add`` joins).
 
     ``source`` is a ``Design`` (its per-node implementations and name are used; ``style``
     and ``options`` must then be left out) or a ``Graph``, built as
@@ -179,7 +184,9 @@ def generate_verilog(
     ``Impl`` (``levels_per_stage``/``products`` for ``unrolled``, ``pe``/``simd`` for
     ``folded``, ``pe`` for ``sparse``) and of ``UnitOptions``. ``name`` defaults to the
     design's (``pqflow_top``). ``axis=True`` wraps the top in AXI-Stream ports
-    (``pqflow.hwgen.amaranth.axis.AxisTop``).
+    (``pqflow.hwgen.amaranth.axis.AxisTop``). ``fifo_depths`` overrides the depth of the
+    skip FIFO of ``Add`` nodes by name (at least the computed depth; see
+    ``VerilogDesign.fifo_depths`` for the chosen ones).
 
     Raises ``DesignError`` (a ValueError) for an unknown style or a folding factor that
     does not divide, TypeError for an unknown option, ``HardwareError`` (a
@@ -197,7 +204,7 @@ def generate_verilog(
             design = Design(design.graph, design.impls, design.options, name)
     else:
         design = Design.uniform(source, style, name=name or "pqflow_top", **options)
-    top = DataflowTop(design)
+    top = dataflow_top(design, fifo_depths=fifo_depths)
     module = top
     if axis:
         from .axis import AxisTop
@@ -221,4 +228,5 @@ def generate_verilog(
         cycles_per_vector=top.cycles_per_vector,
         axis=axis,
         design=design,
+        fifo_depths=tuple(sorted(getattr(top, "fifo_depths", {}).items())),
     )

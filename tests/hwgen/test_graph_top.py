@@ -1,0 +1,302 @@
+"""DAG tops on Amaranth's simulator: fork, skip FIFO, Add, and the analytic FIFO sizing.
+
+The sizing is checked both ways: the computed depth runs at the analytic II, one entry
+less runs slower (vectors) or deadlocks (a unit with a lead, through a test fusion), and
+an override below the computed depth is refused by a one-line HardwareError.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from hwgen_helpers import run_stream
+
+from pqflow.hwgen import Design, DesignError, Folded, HardwareError, generate_verilog
+from pqflow.hwgen.amaranth import graph_top
+from pqflow.hwgen.amaranth.common import vector_signature
+from pqflow.hwgen.amaranth.fifo import StreamFork
+from pqflow.hwgen.amaranth.graph_top import (
+    FUSIONS,
+    DataflowGraphTop,
+    Fusion,
+    dataflow_top,
+    hardware_graph,
+    register_fusion,
+)
+from pqflow.hwgen.amaranth.schedule import Arrival, Schedule, elementwise, fifo_depths, lead
+from pqflow.hwgen.amaranth.top import DataflowTop
+from pqflow.ir import (
+    Add,
+    Dense,
+    Dequantize,
+    Fixed,
+    Float,
+    GraphBuilder,
+    Quantize,
+    ReLU,
+    Requant,
+    TensorType,
+    Weight,
+)
+from pqflow.kernels import run
+
+
+def residual_mlp(seed: int = 0, n: int = 6, blocks: int = 1, name: str = "res"):
+    """x -> [Dense -> Requant -> ReLU -> Dense -> Requant, + x] * blocks (vectors)."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder(name)
+    x = b.input("x", Fixed(6, 3, True), (n,))
+    wt = Fixed(5, 2, True)
+    for k in range(blocks):
+        v = b.add(Dense(Weight(rng.integers(-16, 16, (n, n)), wt)), x, name=f"fc{k}a")
+        v = b.add(Requant(Fixed(6, 3, True), (3,), (4,)), v, name=f"rq{k}a")
+        v = b.add(ReLU(), v, name=f"relu{k}")
+        v = b.add(Dense(Weight(rng.integers(-16, 16, (n, n)), wt)), v, name=f"fc{k}b")
+        v = b.add(Requant(Fixed(7, 4, True), (5,), (5,)), v, name=f"rq{k}b")
+        v = b.add(Add(), x, v, name=f"add{k}")
+        x = b.add(Requant(Fixed(6, 3, True), (1,), (1,)), v, name=f"rq{k}c")
+    return b.build(x)
+
+
+def _inputs(graph, count: int, seed: int = 1) -> np.ndarray:
+    t = graph.inputs[0].type
+    return np.random.default_rng(seed).integers(
+        t.dtype.min_raw, t.dtype.max_raw + 1, (count, *t.shape)
+    )
+
+
+def _ii(outs: list[int]) -> float:
+    return (outs[-1] - outs[0]) / (len(outs) - 1)
+
+
+def _unchecked(monkeypatch) -> None:
+    """Let a too-small override through, to show what the sizing prevents."""
+    monkeypatch.setattr(graph_top, "_check_depth", lambda *args: None)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_residual_is_bit_exact_and_at_the_analytic_ii(blocks):
+    g = residual_mlp(blocks=blocks)
+    x = _inputs(g, 60)
+    top = DataflowGraphTop(g)
+    assert set(top.fifo_depths) == {f"add{k}" for k in range(blocks)}
+    got, _, _ = run_stream(top, x, seed=3)
+    assert np.array_equal(got, run(g, x))
+    top = DataflowGraphTop(g)
+    got, ins, outs = run_stream(top, x, stall_prob=0, backpressure_prob=0)
+    assert np.array_equal(got, run(g, x))
+    assert outs[0] - ins[0] == top.latency
+    assert _ii(outs) == top.cycles_per_vector == 1
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_the_computed_depth_keeps_the_analytic_ii(folded, monkeypatch):
+    """The computed depth reaches the analytic II; at II 1 one entry less does not (the
+    sizing is tight; at a larger II a late write can slip within the II, so it is safe)."""
+    g = residual_mlp(seed=2)
+    d = Design(g, {"fc0a": Folded(pe=2, simd=3), "fc0b": Folded(pe=3, simd=2)}) if folded else g
+    x = _inputs(g, 40)
+    top = DataflowGraphTop(d)
+    depth, analytic = top.fifo_depths["add0"], top.cycles_per_vector
+    assert analytic == (6 if folded else 1)  # (6/2)*(6/3) cycles per vector when folded
+    assert depth > 2  # the long path's latency is buffered, not just one beat
+    _unchecked(monkeypatch)
+    iis = {}
+    for k in (depth, depth - 1):
+        top = DataflowGraphTop(d, fifo_depths={"add0": k})
+        got, ins, outs = run_stream(top, x, stall_prob=0, backpressure_prob=0)
+        assert np.array_equal(got, run(g, x))
+        iis[k] = _ii(outs)
+        if k == depth:
+            assert outs[0] - ins[0] == top.latency
+    assert iis[depth] == analytic
+    if not folded:
+        assert iis[depth - 1] > analytic
+
+
+def test_an_override_below_the_need_is_one_line_naming_fifo_need_and_fix():
+    g = residual_mlp()
+    need = DataflowGraphTop(g).fifo_depths["add0"]
+    with pytest.raises(HardwareError) as e:
+        generate_verilog(g, fifo_depths={"add0": need - 1})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "Add 'add0'" in msg and f"needs {need}" in msg
+    assert f"fifo_depths['add0'] >= {need}" in msg
+    d = generate_verilog(g, fifo_depths={"add0": need + 3})
+    assert d.fifo_depths == (("add0", need + 3),)
+    with pytest.raises(DesignError, match=r"'fc0a' is not an Add with a skip FIFO.*add0"):
+        generate_verilog(g, fifo_depths={"fc0a": 4})
+
+
+def test_chains_keep_their_top_and_dags_are_deterministic():
+    b = GraphBuilder("chain")
+    v = b.add(Quantize(Fixed(6, 3, True)), b.input("x", Float(), (4,)))
+    v = b.add(ReLU(), v)
+    chain = b.build(b.add(Dequantize(), v))
+    assert type(dataflow_top(Design.uniform(chain))) is DataflowTop
+    assert generate_verilog(chain).fifo_depths == ()
+    g = residual_mlp(blocks=2)
+    assert isinstance(dataflow_top(Design.uniform(g)), DataflowGraphTop)
+    a, c = generate_verilog(g), generate_verilog(g)
+    assert a.text == c.text and "skip_add1" in a.text and "fork_" in a.text
+
+
+def test_hardware_graph_errors():
+    b = GraphBuilder("two")
+    x = b.input("x", Fixed(6, 0, True), (4,))
+    r = b.add(ReLU(), x, name="r")
+    dead = b.add(ReLU(), x, name="dead")
+    with pytest.raises(ValueError, match=r"ReLU 'dead': does not feed the output"):
+        hardware_graph(b.build(r))
+    with pytest.raises(ValueError, match=r"must have one input and one output"):
+        hardware_graph(b.build(r, dead))
+    hw = hardware_graph(residual_mlp())
+    assert (hw.source, hw.sink, hw.is_chain) == ("x", "rq0c", False)
+
+
+def test_fork_gives_every_beat_to_every_consumer_once():
+    """Two consumers with independent random back-pressure each see the whole stream."""
+    from amaranth.sim import Simulator
+
+    sig = vector_signature(Fixed(8, 0, False), 1)
+    dut = StreamFork(sig, 2)
+    rng = np.random.default_rng(0)
+    words = [int(v) for v in rng.integers(0, 256, 200)]
+    got = [[], []]
+
+    async def producer(ctx):
+        for w in words:
+            ctx.set(dut.i.payload.as_value(), w)
+            ctx.set(dut.i.valid, 1)
+            while True:
+                _, _, ready = await ctx.tick().sample(dut.i.ready)
+                if ready:
+                    break
+        ctx.set(dut.i.valid, 0)
+
+    def consumer(k, p):
+        async def bench(ctx):
+            r = np.random.default_rng(k + 1)
+            for _ in range(2000):
+                ready = r.random() >= p
+                ctx.set(dut.o[k].ready, ready)
+                _, _, valid, word = await ctx.tick().sample(
+                    dut.o[k].valid, dut.o[k].payload.as_value()
+                )
+                if valid and ready:
+                    got[k].append(word)
+
+        return bench
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer(0, 0.2))
+    sim.add_testbench(consumer(1, 0.7))
+    sim.run()
+    assert got[0] == words and got[1] == words
+
+
+# -- a unit with a lead: a frame buffer, through a test fusion --------------------------------
+
+
+class FrameReLU(wiring.Component):
+    """ReLU on a pixel stream that emits a sample's beats only after taking all of them:
+    schedule need = (B, ..., B), so a skip edge beside it must hold a whole sample."""
+
+    latency = 1
+
+    def __init__(self, dtype: Fixed, beats: int, c: int) -> None:
+        self.beats, self.c = beats, c
+        self.cycles_per_vector = 2 * beats
+        self.schedule = Schedule(beats, beats, (beats,) * beats, 1, 2 * beats)
+        out = ReLU().infer(TensorType(dtype, (c,))).dtype
+        super().__init__({"i": In(vector_signature(dtype, c)), "o": Out(vector_signature(out, c))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        mem = Array(Signal.like(self.i.payload, name=f"m{k}") for k in range(self.beats))
+        count = Signal(range(self.beats + 1))
+        emitting = Signal()
+        m.d.comb += self.i.ready.eq(~emitting)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += mem[count].eq(self.i.payload)
+            m.d.sync += count.eq(count + 1)
+            with m.If(count == self.beats - 1):
+                m.d.sync += [emitting.eq(1), count.eq(0)]
+        word = mem[count]
+        m.d.comb += self.o.valid.eq(emitting)
+        for k in range(self.c):
+            m.d.comb += self.o.payload[k].eq(Mux(word[k] < 0, 0, word[k]))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += count.eq(count + 1)
+            with m.If(count == self.beats - 1):
+                m.d.sync += [emitting.eq(0), count.eq(0)]
+        return m
+
+
+@pytest.fixture
+def frame_fusion():
+    """Every ReLU on a pixel stream becomes a FrameReLU (removed after the test)."""
+
+    @register_fusion
+    def finder(graph, design):
+        fused = []
+        for n in graph.nodes:
+            if isinstance(n.op, ReLU) and len(n.type.shape) == 3:
+                h, w, c = n.type.shape
+                t = graph.types()[n.inputs[0]]
+                fused.append(
+                    Fusion(
+                        frozenset([n.name]),
+                        n.inputs[0],
+                        n.name,
+                        lambda t=t, h=h, w=w, c=c: FrameReLU(t.dtype, h * w, c),
+                    )
+                )
+        return fused
+
+    yield
+    FUSIONS.remove(finder)
+
+
+def frame_residual():
+    b = GraphBuilder("frame")
+    x = b.input("x", Fixed(5, 2, True), (3, 4, 2))
+    r = b.add(ReLU(), x, name="relu")
+    return b.build(b.add(Add(), x, r, name="add"))
+
+
+def test_a_lead_sizes_the_fifo_and_a_smaller_one_deadlocks(frame_fusion, monkeypatch):
+    g = frame_residual()
+    x = _inputs(g, 12)
+    expected = run(g, x).reshape(-1, 2)  # beats: one pixel each
+    beats = x.reshape(-1, 2)
+    top = DataflowGraphTop(g)
+    dead, full = top.fifo_needs["add"]
+    assert dead == 11  # a whole sample of 3 x 4 pixels but the one the fork holds
+    assert top.fifo_depths["add"] == full >= dead
+    got, _, _ = run_stream(top, beats, seed=4)
+    assert np.array_equal(got, expected)
+    with pytest.raises(HardwareError, match=rf"depth {dead - 1} deadlocks, it needs {full}"):
+        DataflowGraphTop(g, fifo_depths={"add": dead - 1})
+    _unchecked(monkeypatch)
+    with pytest.raises(AssertionError, match="no progress"):
+        run_stream(DataflowGraphTop(g, fifo_depths={"add": dead - 1}), beats, timeout=500)
+
+
+def test_lead_counts_the_latency_in_flight():
+    fast, slow = elementwise(1, 0), elementwise(1, 5)
+    assert lead(fast, slow) == 0  # the fork holds the one beat: no deadlock
+    assert lead(fast, slow, ii=1) == 6  # five more beats are in flight at one per cycle
+    assert lead(fast, slow, ii=5) == 2  # ... or one more at one per five cycles
+    window = Schedule(16, 16, tuple(min(j + 6, 16) for j in range(16)), 1, 16)
+    assert lead(elementwise(16, 0), window) == 5
+    assert lead(elementwise(16, 0), window, ii=16) == 7
+    a, b = Arrival.source(4), Arrival.source(4).through(elementwise(4, 3))
+    assert fifo_depths(a, b) == (0, 0)
+    assert fifo_depths(a, b, ii=4, fifo_latency=0) == (0, 4)  # 3 in flight + 1
