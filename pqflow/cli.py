@@ -471,6 +471,93 @@ def _verify_hls(ir_file: Path, style, pe, simd, axis, top, count: int, as_json: 
         raise CheckFailed(f"HLS C simulation != oracle: {res.mismatches} mismatching samples")
 
 
+_DEVICE_HELP = "Device profile the estimate is read against (see pqflow.estimate.DEVICES)."
+
+
+def _device_names() -> list[str]:
+    from .estimate.device import DEVICES
+
+    return sorted(DEVICES)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder for report.html, report.md, report.json and figures/. "
+    "Must not exist unless --force.",
+)
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option(
+    "--style",
+    type=click.Choice(_STYLES),
+    default="unrolled",
+    show_default=True,
+    help="Implementation of every Dense/BinaryDense node (IR file only).",
+)
+@click.option("--pe", type=int, default=None, help="Processing elements (folded, sparse; IR file).")
+@click.option("--simd", type=int, default=None, help="Inputs per cycle (folded; IR file).")
+@click.option(
+    "--device",
+    "device_name",
+    type=click.Choice(_device_names()),
+    default="xc7z020",
+    show_default=True,
+    help=_DEVICE_HELP,
+)
+@click.option(
+    "--no-accuracy",
+    is_flag=True,
+    help="Do not run the oracle on the digits test split (no accuracy section).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON document.")
+def report(
+    source: Path, out: Path, force: bool, style, pe, simd, device_name, no_accuracy, as_json
+) -> None:
+    """Write an HTML, Markdown and JSON report of a design: per-layer table (op, shapes,
+    types, sparsity, LUT/FF/DSP/BRAM, cycles), resource and latency plots, and the oracle's
+    accuracy on the digits test split.
+
+    SOURCE is an IR JSON file (built in --style) or a `pqflow flow` output folder (its
+    model.ir.json and design.json; the simulated cycles of its summary.json are shown
+    beside the estimate). Layers the estimator has no model for are marked "no estimate"
+    with the reason, never counted as zero.
+    """
+    from .outdir import check_out_dir, staged_out_dir
+    from .report import build_report, digits_test_for, report_source, write_report
+
+    check_out_dir(out, force)
+    options = {} if source.is_dir() else _style_options(style, pe, simd)
+    if source.is_dir() and (pe is not None or simd is not None):
+        options = {"pe": pe, "simd": simd}  # rejected by report_source with a sentence
+    design, measured, title = report_source(source, style, **options)
+    x, y = (None, None) if no_accuracy else digits_test_for(design.graph)
+    rep = build_report(design, device_name, x=x, y=y, title=title, measured=measured)
+    with staged_out_dir(out, force) as work:
+        write_report(rep, work)
+    if as_json:
+        click.echo(json.dumps(rep.data, indent=2))
+        return
+    est = rep.data["estimate"]
+    t = est["totals"]
+    acc = rep.data["accuracy"]
+    click.echo(
+        f"{out / 'report.html'}: {len(rep.layers)} layers on {est['device']}: "
+        f"{t['lut']:,} LUT, {t['ff']:,} FF, {t['dsp']} DSP, {t['bram']} BRAM18, "
+        f"latency {t['latency']} cycles, II {t['ii']}"
+        + (f", oracle accuracy {acc['accuracy']:.2%}" if acc["status"] == "run" else "")
+    )
+    if not est["complete"]:
+        click.echo(
+            f"  no estimate for {len(est['missing'])} layer(s): {', '.join(est['missing'])} "
+            "(totals cover the estimated layers only)"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning known errors into one line and an exit code."""
     try:

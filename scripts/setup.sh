@@ -10,7 +10,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 STAMP="$VENV/.pqflow-setup-stamp"
 TORCH="torch==2.13.0"   # pinned: an unpinned torch pulls a multi-GB CUDA build
-EXTRAS="models,hw,hls,onnx,dev"
+EXTRAS="models,hw,hls,onnx,report,explore,dev"
 
 LOG="$VENV/setup.log"
 
@@ -29,17 +29,37 @@ hash_inputs() {
     cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1
 }
 
+# apt-get install PACKAGE, as root or through sudo; `apt-get update` runs once per setup.
+APT_UPDATED=""
+apt_install() {
+    local SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+    if [ -z "$APT_UPDATED" ]; then
+        $SUDO apt-get update -qq || return 1
+        APT_UPDATED=1
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
 # 1. Icarus Verilog (checked on every run: it lives outside the venv).
 if ! command -v iverilog >/dev/null 2>&1; then
     say "installing iverilog (apt-get)"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
-    if $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq iverilog >/dev/null; then
+    if apt_install iverilog; then
         say "iverilog $(iverilog -V 2>&1 | head -n1 | sed 's/^Icarus Verilog version //')"
     else
         say "WARNING: could not install iverilog; Icarus tests will be skipped" \
             "(install it with: apt-get install iverilog)"
+    fi
+fi
+
+# 1b. Chromium, headless (checked on every run): the report tests render the HTML in it.
+if ! command -v chromium >/dev/null 2>&1; then
+    say "installing chromium (apt-get)"
+    if apt_install chromium; then
+        say "$(chromium --version 2>/dev/null | head -n1)"
+    else
+        say "WARNING: could not install chromium; the HTML report rendering test will be" \
+            "skipped (install it with: apt-get install chromium)"
     fi
 fi
 
