@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
 from ..errors import UserError
-from ..ir import BinaryDense, Dense, Graph, Node
+from ..ir import BinaryConv2d, BinaryDense, Conv2d, Dense, Graph, Node
 
 __all__ = [
     "IMPLS",
@@ -36,6 +36,7 @@ __all__ = [
     "Sparse",
     "UnitOptions",
     "Unrolled",
+    "matrix_shape",
 ]
 
 PRODUCTS = ("mul", "csd")
@@ -148,7 +149,18 @@ class UnitOptions:
                 raise DesignError(f"{f.name} must be True or False, not {getattr(self, f.name)!r}")
 
 
-MATRIX_OPS = (Dense, BinaryDense)
+MATRIX_OPS = (Dense, BinaryDense, Conv2d, BinaryConv2d)
+"""Ops built by a style's matrix engine; a convolution runs it on each window."""
+
+
+def matrix_shape(node: Node) -> tuple[int, int]:
+    """(outputs, inputs) of the matrix a matrix node's engine computes: the weight of a
+    Dense, or for a convolution (out, kh * kw * in) -- the window of every input channel
+    (a grouped convolution is its block-diagonal Dense)."""
+    w = node.op.weight.shape
+    if len(w) == 4:
+        return w[0], w[1] * w[2] * w[3] * node.op.groups
+    return w
 
 
 def _matrix_nodes(graph: Graph) -> list[Node]:
@@ -185,7 +197,8 @@ class Design:
             if key not in names:
                 known = ", ".join(sorted(names)) or "none"
                 raise DesignError(
-                    f"Design: '{key}' is not a Dense or BinaryDense node of graph "
+                    f"Design: '{key}' is not a matrix node (Dense, BinaryDense, Conv2d, "
+                    f"BinaryConv2d) of graph "
                     f"'{self.graph.name}'; its matrix nodes are {known}"
                 )
         pairs = []
@@ -197,7 +210,7 @@ class Design:
                 raise TypeError(
                     f"Design: the implementation of '{n.name}' must be an Impl, not {impl!r}"
                 )
-            n_out, n_in = n.op.weight.shape
+            n_out, n_in = matrix_shape(n)
             impl.check(n, n_out, n_in)
             pairs.append((n.name, impl))
         object.__setattr__(self, "impls", tuple(pairs))

@@ -19,7 +19,8 @@ __all__ = ["hardware_vectors", "verify_graph"]
 def hardware_vectors(graph: Graph, x) -> tuple[np.ndarray, np.ndarray]:
     """(input raws, expected output raws) of the graph's hardware part for a batch ``x``.
 
-    Both are int64 arrays of shape (N, elements), computed by the Numba oracle.
+    Both are int64 arrays of beats, computed by the Numba oracle: (N, elements) for
+    vectors, (N * H * W, C) for an (H, W, C) pixel stream (raster order, sample by sample).
     """
     from pqflow.hwgen.amaranth.graph_top import hardware_graph
     from pqflow.kernels import run
@@ -30,7 +31,12 @@ def hardware_vectors(graph: Graph, x) -> tuple[np.ndarray, np.ndarray]:
     src, dst = hw.source, hw.sink
     vals = run(graph, x, outputs=[src, dst])
     n = len(vals[src])
-    return vals[src].reshape(n, -1), vals[dst].reshape(n, -1)
+    return _beats(vals[src], n), _beats(vals[dst], n)
+
+
+def _beats(v: np.ndarray, n: int) -> np.ndarray:
+    shape = v.shape[1:]
+    return v.reshape(n * shape[0] * shape[1], shape[2]) if len(shape) == 3 else v.reshape(n, -1)
 
 
 def verify_graph(design, graph: Graph, x, **options) -> SimResult:
@@ -49,5 +55,5 @@ def verify_graph(design, graph: Graph, x, **options) -> SimResult:
         expected,
         design.out_width,
         design.out_signed,
-        **options,
+        **{"in_beats": design.in_beats, "out_beats": design.out_beats, **options},
     )

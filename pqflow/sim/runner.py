@@ -395,6 +395,8 @@ def run_stream(
     ports: StreamPorts = StreamPorts(),
     max_mismatches: int = 8,
     run_dir: Path | str | None = None,
+    in_beats: int = 1,
+    out_beats: int = 1,
 ) -> SimResult:
     """Stream ``in_vectors`` through an already built design; see :func:`verify_stream`."""
     xs = _as_vectors(in_vectors, "in_vectors")
@@ -403,10 +405,18 @@ def run_stream(
     _check_width(out_width, out_signed, "out_width")
     _check_range(xs, in_width, in_signed, "in_vectors")
     _check_range(ys, out_width, out_signed, "expected")
-    if xs.shape[0] != ys.shape[0]:
+    for name, b in (("in_beats", in_beats), ("out_beats", out_beats)):
+        if not isinstance(b, int) or b < 1:
+            raise ValueError(f"{name} must be a positive integer, not {b!r}")
+    if xs.shape[0] % in_beats or ys.shape[0] % out_beats:
         raise ValueError(
-            f"in_vectors has {xs.shape[0]} vectors but expected has {ys.shape[0]}: "
-            "the bench expects one output vector per input vector"
+            f"in_vectors ({xs.shape[0]}) and expected ({ys.shape[0]}) must hold whole "
+            f"samples of {in_beats} and {out_beats} beats"
+        )
+    if xs.shape[0] // in_beats != ys.shape[0] // out_beats:
+        raise ValueError(
+            f"in_vectors has {xs.shape[0] // in_beats} samples but expected has "
+            f"{ys.shape[0] // out_beats}: the bench expects one output sample per input sample"
         )
     for name, p in (("stall_prob", stall_prob), ("backpressure_prob", backpressure_prob)):
         if not 0.0 <= p < 1.0:
@@ -429,6 +439,8 @@ def run_stream(
         "stall_prob": float(stall_prob),
         "backpressure_prob": float(backpressure_prob),
         "timing_vectors": int(timing_vectors),
+        "in_beats": int(in_beats),
+        "out_beats": int(out_beats),
         "timeout_cycles": int(timeout_cycles),
         "drain_cycles": int(drain_cycles),
         "ports": dataclasses.asdict(ports),
@@ -473,7 +485,9 @@ def run_stream(
     if run_dir is None:
         shutil.rmtree(rdir, ignore_errors=True)
 
-    return _judge(raw, ys, n_out, out_width, out_signed, max_mismatches, sim_seconds, build)
+    return _judge(
+        raw, ys, n_out, out_width, out_signed, max_mismatches, sim_seconds, build, out_beats
+    )
 
 
 def _compare(
@@ -497,6 +511,7 @@ def _judge(
     limit: int,
     sim_seconds: float,
     build: SimBuild,
+    out_beats: int = 1,
 ) -> SimResult:
     stream, timing = raw["stream"], raw["timing"]
     n_vec = len(ys)
@@ -520,7 +535,7 @@ def _judge(
             errors.append(f"timing phase: {timing['error']}")
         if timing["in_cycles"] and timing["out_cycles"]:
             latency = timing["out_cycles"][0] - timing["in_cycles"][0]
-        outs = timing["out_cycles"]
+        outs = timing["out_cycles"][::out_beats]  # the first beat of each sample
         if len(outs) > 1:
             ii = (outs[-1] - outs[0]) / (len(outs) - 1)
 
@@ -562,6 +577,8 @@ def verify_stream(
     build_dir: Path | str | None = None,
     run_dir: Path | str | None = None,
     max_mismatches: int = 8,
+    in_beats: int = 1,
+    out_beats: int = 1,
 ) -> SimResult:
     """Simulate ``verilog`` and check it maps each input vector to the expected one.
 
@@ -574,6 +591,12 @@ def verify_stream(
     first ``timing_vectors`` vectors with no stalls. ``build_dir`` overrides the cached
     build location; ``run_dir`` keeps the job, log and results (else a temp dir, removed unless the
     bench itself fails).
+
+    A sample may span several beats: ``in_beats``/``out_beats`` per sample (an (H, W, C)
+    pixel stream is H * W beats of C raws; ``in_vectors`` then has N * in_beats rows).
+    Beats are compared one by one; ``timing_vectors`` counts samples, ``latency_cycles``
+    runs from the first input beat to the first output beat and ``ii_cycles`` is per
+    sample.
     """
     build = build_design(verilog, top, sim, build_dir=build_dir)
     return run_stream(
@@ -592,4 +615,6 @@ def verify_stream(
         ports=ports,
         max_mismatches=max_mismatches,
         run_dir=run_dir,
+        in_beats=in_beats,
+        out_beats=out_beats,
     )

@@ -16,7 +16,9 @@ Phases:
 1. ``stream``: all vectors, random input stalls (garbage on the payload while
    ``valid`` is low) and random output back-pressure; then a drain during which any
    extra output word is counted.
-2. ``timing``: after a second reset, the first ``timing_vectors`` vectors with
+   A sample may be several beats (``in_beats``/``out_beats`` in the job, default 1: an
+   (H, W, C) pixel stream is H * W beats); the bench expects the matching output count.
+2. ``timing``: after a second reset, the first ``timing_vectors`` samples with
    ``valid`` and ``ready`` held high: latency (first input accepted -> first output
    valid) and initiation interval (mean cycles between outputs).
 """
@@ -183,10 +185,12 @@ async def _stream_test(dut, job: dict) -> dict:
 
     t0 = time.perf_counter()
     await _reset(p)
+    in_ps, out_ps = job.get("in_beats", 1), job.get("out_beats", 1)  # beats per sample
+    n_samples = len(words) // in_ps
     stream = await _run(
         p,
         words,
-        len(words),
+        n_samples * out_ps,
         job["stall_prob"],
         job["backpressure_prob"],
         rng,
@@ -196,8 +200,17 @@ async def _stream_test(dut, job: dict) -> dict:
     stream_seconds = time.perf_counter() - t0
 
     timing = None
-    n_timing = min(job["timing_vectors"], len(words))
+    n_timing = min(job["timing_vectors"], n_samples)
     if stream["error"] is None and n_timing > 0:
         await _reset(p)
-        timing = await _run(p, words[:n_timing], n_timing, 0.0, 0.0, rng, job["timeout_cycles"], 0)
+        timing = await _run(
+            p,
+            words[: n_timing * in_ps],
+            n_timing * out_ps,
+            0.0,
+            0.0,
+            rng,
+            job["timeout_cycles"],
+            0,
+        )
     return {"stream": stream, "timing": timing, "stream_seconds": stream_seconds}

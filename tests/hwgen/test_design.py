@@ -52,7 +52,10 @@ def test_design_errors():
         Design.uniform(g, "systolic")
     with pytest.raises(TypeError, match=r"unknown option 'simd' for style 'sparse'; accepted: pe"):
         Design.uniform(g, "sparse", simd=2)
-    with pytest.raises(DesignError, match=r"'rq0' is not a Dense or BinaryDense node of graph"):
+    with pytest.raises(
+        DesignError,
+        match=r"'rq0' is not a matrix node \(Dense, BinaryDense, Conv2d, BinaryConv2d\) of graph",
+    ):
         Design(g, {"fc0": Unrolled(), "fc1": Unrolled(), "rq0": Unrolled()})
     with pytest.raises(DesignError, match=r"Dense 'fc1' has no implementation"):
         Design(g, {"fc0": Unrolled()})

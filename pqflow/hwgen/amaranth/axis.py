@@ -56,8 +56,8 @@ class AxisTop(wiring.Component):
         if not isinstance(core, DataflowTop):
             raise TypeError(f"AxisTop: core must be a DataflowTop, not {core!r}")
         self.core = core
-        self.in_bits = core.in_type.dtype.width * core.in_type.size
-        self.out_bits = core.out_type.dtype.width * core.out_type.size
+        self.in_bits = core.in_type.dtype.width * core.in_count  # one beat
+        self.out_bits = core.out_type.dtype.width * core.out_count
         self.latency = core.latency
         self.cycles_per_vector = core.cycles_per_vector
         super().__init__(

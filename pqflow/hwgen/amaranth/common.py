@@ -21,6 +21,7 @@ from ...ir import Bipolar, Fixed, bits_for
 
 __all__ = [
     "Pipeline",
+    "beat_layout",
     "check_shape",
     "check_type",
     "drive_vector",
@@ -43,6 +44,16 @@ def fitting_shape(lo: int, hi: int) -> Shape:
     """The narrowest shape holding every integer in [lo, hi] (signed when lo < 0)."""
     w = bits_for(lo, hi)
     return signed(w) if lo < 0 else unsigned(w)
+
+
+def beat_layout(shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """(beats per sample, shape of one beat) of a tensor of per-sample ``shape``: an
+    (H, W, C) tensor is H * W beats of (C,) (a pixel stream, raster order); any other
+    tensor is one beat of itself (see ``schedule.py``)."""
+    shape = tuple(shape)
+    if len(shape) == 3:
+        return shape[0] * shape[1], (shape[2],)
+    return 1, shape
 
 
 def vector_signature(dtype: Fixed | Bipolar, n: int) -> stream.Signature:

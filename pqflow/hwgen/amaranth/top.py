@@ -11,7 +11,16 @@ Two registries build the units, both keyed by class (an op a style lacks raises 
 - ``dense_units`` (``register_dense``): the matrix nodes (``Dense``, ``BinaryDense``), keyed
   by the node's implementation class in the ``Design`` (``Unrolled``, ``Folded``, ``Sparse``);
 - ``op_unit``: every other op, one unit shared by all styles (``Requant``, ``ReLU``,
-  ``MultiThreshold``, and ``Flatten``/``Reshape`` as wiring).
+  ``MultiThreshold``, ``MaxPool2d``/``AvgPool2d``, and ``Flatten``/``Reshape`` as wiring
+  or a deserializer).
+
+Tensors travel as beats (``schedule.py``): an (H, W, C) tensor is H * W beats of one
+pixel each, anything else one beat. Element-wise units and Dense engines act per beat;
+``Conv2d``/``BinaryConv2d`` are a ``WindowGenerator`` feeding the node style's Dense
+engine (``window.ConvUnit``; a grouped convolution is its block-diagonal Dense), pools
+are ``pool.PoolUnit``, and ``Flatten`` of a pixel stream is a ``window.Deserializer``.
+Every unit has a ``schedule`` (``schedule.Schedule``) besides ``latency`` and
+``cycles_per_vector``.
 """
 
 from __future__ import annotations
@@ -26,13 +35,17 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ...ir import (
+    AvgPool2d,
+    BinaryConv2d,
     BinaryDense,
     Bipolar,
+    Conv2d,
     Dense,
     Dequantize,
     Fixed,
     Flatten,
     Graph,
+    MaxPool2d,
     MultiThreshold,
     Node,
     Op,
@@ -50,14 +63,18 @@ from ..design import (
     Folded,
     HardwareError,
     Impl,
+    Sparse,
     UnitOptions,
     Unrolled,
 )
 from .activation import MultiThresholdUnit, ReLUUnit
-from .common import vector_signature
+from .common import beat_layout, vector_signature
 from .dense import PRODUCTS, UnrolledDense
 from .folded import FoldedDense
+from .pool import PoolUnit
 from .requant import RequantUnit
+from .schedule import Schedule, compose, elementwise
+from .window import ConvUnit, Deserializer, WindowGenerator, conv_as_dense
 
 __all__ = [
     "DataflowTop",
@@ -152,8 +169,20 @@ def register_dense(impl_cls: type[Impl]) -> Callable[[DenseBuilder], DenseBuilde
     return register
 
 
+def _per_beat(unit, beats: int):
+    """``unit`` (acting on each beat alone) with its ``schedule`` for ``beats`` beats."""
+    if unit is not None and not hasattr(unit, "schedule"):
+        cpv = getattr(unit, "cycles_per_vector", 1)
+        if cpv is None:  # data-dependent: its slowest vector
+            cpv = getattr(unit, "max_cycles", unit.latency)
+        unit.schedule = elementwise(beats, unit.latency, cpv)
+    return unit
+
+
 def matrix_unit(node: Node, in_type: TensorType, out_type: TensorType, impl: Impl):
-    """The unit of a ``Dense``/``BinaryDense`` node in implementation ``impl``."""
+    """The unit of a matrix node (``Dense``, ``BinaryDense``, ``Conv2d``, ``BinaryConv2d``)
+    in implementation ``impl``; a convolution is a ``ConvUnit`` (window generator + the
+    style's Dense engine on each window)."""
     builder = dense_units.get(type(impl))
     if builder is None:
         known = ", ".join(sorted(c.style for c in dense_units))
@@ -161,7 +190,24 @@ def matrix_unit(node: Node, in_type: TensorType, out_type: TensorType, impl: Imp
             f"{node.describe()}: no builder is registered for style {impl.style!r} "
             f"(registered: {known}); import its module (e.g. pqflow.hwgen.amaranth.sparse)"
         )
-    return builder(node.op, node, in_type, out_type, impl)
+    op = node.op
+    if not isinstance(op, Conv2d | BinaryConv2d):
+        beats, _ = beat_layout(in_type.shape)
+        if beats != 1:
+            raise HardwareError(
+                f"{node.describe()}: a Dense reads one vector, not a pixel stream of shape "
+                f"{in_type.shape}; flatten it first"
+            )
+        return _per_beat(builder(op, node, in_type, out_type, impl), 1)
+    h, w, c = in_type.shape
+    dense, bits = conv_as_dense(op, c, bits=isinstance(impl, Sparse))
+    pad_raw = 0  # zero padding: the raw of real 0 (Fixed raws have no zero point)
+    window = WindowGenerator(
+        in_type.dtype, (h, w, c), op.weight.shape[1:3], op.stride, op.padding, pad_raw
+    )
+    win_type = TensorType(bits or in_type.dtype, (window.n_out,))
+    engine = builder(dense, node, win_type, TensorType(out_type.dtype, (out_type.shape[-1],)), impl)
+    return ConvUnit(window, engine)
 
 
 def binary_as_dense(op: BinaryDense) -> Dense:
@@ -219,27 +265,52 @@ def op_unit(op: Op, node: Node, in_type: TensorType, options: UnitOptions, style
 
 @op_unit.register
 def _(op: Requant, node: Node, in_type: TensorType, options: UnitOptions, style: str):
-    return RequantUnit(
-        op, in_type.dtype, node.type.dtype, in_type.shape, registered=options.register_requant
+    beats, shape = beat_layout(in_type.shape)
+    unit = RequantUnit(
+        op, in_type.dtype, node.type.dtype, shape, registered=options.register_requant
     )
+    return _per_beat(unit, beats)
 
 
 @op_unit.register
 def _(op: ReLU, node: Node, in_type: TensorType, options: UnitOptions, style: str):
-    return ReLUUnit(in_type.dtype, in_type.shape, op)
+    beats, shape = beat_layout(in_type.shape)
+    return _per_beat(ReLUUnit(in_type.dtype, shape, op), beats)
 
 
 @op_unit.register
 def _(op: MultiThreshold, node: Node, in_type: TensorType, options: UnitOptions, style: str):
-    return MultiThresholdUnit(
-        op, in_type.dtype, node.type.dtype, in_type.shape, registered=options.register_threshold
+    beats, shape = beat_layout(in_type.shape)
+    unit = MultiThresholdUnit(
+        op, in_type.dtype, node.type.dtype, shape, registered=options.register_threshold
     )
+    return _per_beat(unit, beats)
+
+
+@op_unit.register(MaxPool2d)
+@op_unit.register(AvgPool2d)
+def _(op, node: Node, in_type: TensorType, options: UnitOptions, style: str):
+    try:
+        return PoolUnit(op, in_type.dtype, node.type.dtype, in_type.shape)
+    except ValueError as e:
+        raise HardwareError(f"{node.describe()}: {e}") from None
 
 
 @op_unit.register(Flatten)
 @op_unit.register(Reshape)
 def _(op, node: Node, in_type: TensorType, options: UnitOptions, style: str):
-    return None  # row-major reshapes keep the flat element order: no logic
+    """Row-major reshapes keep the flat element order: wiring when the beats stay the
+    same, a ``Deserializer`` when a pixel stream becomes one vector."""
+    beats_in, beat_in = beat_layout(in_type.shape)
+    beats_out, beat_out = beat_layout(node.type.shape)
+    if (beats_in, beat_in) == (beats_out, beat_out) or (beats_in == beats_out == 1):
+        return None
+    if beats_out == 1:
+        return Deserializer(in_type.dtype, beats_in, beat_in[0])
+    raise HardwareError(
+        f"{node.describe()}: {type(op).__name__} from {in_type.shape} to {node.type.shape} "
+        "changes the pixel stream; supported: a pixel stream to a vector, or the same beats"
+    )
 
 
 def hardware_chain(graph: Graph) -> tuple[TensorType, list[Node], TensorType]:
@@ -287,15 +358,24 @@ def hardware_chain(graph: Graph) -> tuple[TensorType, list[Node], TensorType]:
     return in_type, nodes, out_type
 
 
+def _flat_beats(t: TensorType) -> tuple[int, tuple[int]]:
+    beats, shape = beat_layout(t.shape)
+    return beats, (int(np.prod(shape)),)
+
+
 class DataflowTop(wiring.Component):
     """A chain graph in hardware: one unit per integer node, streams joined in order.
 
     ``source`` is a ``Design`` (per-node implementations) or a ``Graph``, built all
-    unrolled with ``options`` (``UnrolledOptions``). ``i`` takes vectors of the raws after
-    the graph's first ``Quantize``; ``o`` gives the raws of its last integer node.
-    ``latency`` is the sum of the units' latencies (cycles from an accepted input to its
-    output when nothing stalls); ``cycles_per_vector`` (the II) is the largest of the
-    units' (None when one of them depends on the data).
+    unrolled with ``options`` (``UnrolledOptions``). ``i`` takes beats of the raws after
+    the graph's first ``Quantize``; ``o`` gives the beats of its last integer node (one
+    beat per sample for a vector, H * W beats of C raws for an (H, W, C) tensor:
+    ``in_beats``/``in_count`` and ``out_beats``/``out_count`` per sample and per beat).
+    ``latency`` is the sum of the units' latencies (for vectors: cycles from an accepted
+    input to its output when nothing stalls; for pixel streams a lower bound counted from
+    the last input beat an output needs); ``cycles_per_vector`` (the II) is the largest
+    of the units' cycles per *sample* (per image for a pixel-stream CNN; None when one of
+    them depends on the data); ``schedule`` composes the units' schedules.
     """
 
     def __init__(self, source: Graph | Design, options: UnrolledOptions | None = None) -> None:
@@ -313,6 +393,8 @@ class DataflowTop(wiring.Component):
         graph = design.graph
         self.design, self.graph = design, graph
         self.in_type, nodes, self.out_type = hardware_chain(graph)
+        self.in_beats, (self.in_count,) = _flat_beats(self.in_type)
+        self.out_beats, (self.out_count,) = _flat_beats(self.out_type)
         types = graph.types()
         self.units: list[tuple[str, wiring.Component]] = []
         styles = sorted({impl.style for _, impl in design.impls}) or ["unrolled"]
@@ -329,11 +411,19 @@ class DataflowTop(wiring.Component):
         lat = [getattr(u, "latency", None) for _, u in self.units]
         self.latency = None if None in lat else sum(lat)
         cpv = [getattr(u, "cycles_per_vector", 1) for _, u in self.units]
-        self.cycles_per_vector = None if None in cpv else max(cpv, default=1)
+        if None in cpv:
+            self.cycles_per_vector = None
+        else:  # per sample: a pixel-stream unit's II is already per sample (its schedule)
+            self.cycles_per_vector = max(
+                (u.schedule.cycles_per_sample for _, u in self.units), default=1
+            )
+        self.schedule: Schedule = elementwise(self.in_beats, 0)
+        for _, u in self.units:
+            self.schedule = compose(self.schedule, u.schedule)
         super().__init__(
             {
-                "i": In(vector_signature(self.in_type.dtype, self.in_type.size)),
-                "o": Out(vector_signature(self.out_type.dtype, self.out_type.size)),
+                "i": In(vector_signature(self.in_type.dtype, self.in_count)),
+                "o": Out(vector_signature(self.out_type.dtype, self.out_count)),
             }
         )
 

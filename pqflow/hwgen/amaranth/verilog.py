@@ -13,8 +13,10 @@ The module's ports (names as Amaranth emits them):
 ``o__payload``  out   ``out_count`` raws, element k at bits [k*out_width, (k+1)*out_width)
 ==============  ====  ==========================================================
 
-Raws are two's complement when signed. ``latency`` is the number of cycles from the
-edge an input is taken to the cycle its output is first offered, without stalls.
+An (H, W, C) tensor travels as H * W beats of C raws, raster order (``in_beats``,
+``out_beats``); a vector is one beat. Raws are two's complement when signed.
+``latency`` is the number of cycles from the edge an input is taken to the cycle its
+output is first offered, without stalls.
 Same graph and options give the same bytes (``emit_src=False``, no timestamps).
 """
 
@@ -57,6 +59,10 @@ class VerilogDesign:
     design: Design | None = None
     fifo_depths: tuple[tuple[str, int], ...] = ()
     """Depth of each skip FIFO of a DAG design, by ``Add`` node (``DataflowGraphTop``)."""
+    in_beats: int = 1
+    """Input beats per sample: H * W for an (H, W, C) pixel stream (``in_count`` = C)."""
+    out_beats: int = 1
+    """Output beats per sample (``out_count`` raws each)."""
 
     @property
     def digest(self) -> str:
@@ -218,10 +224,10 @@ def generate_verilog(
         top=design.name,
         in_width=it.dtype.width,
         in_signed=bool(it.dtype.signed),
-        in_count=it.size,
+        in_count=top.in_count,
         out_width=ot.dtype.width,
         out_signed=bool(ot.dtype.signed),
-        out_count=ot.size,
+        out_count=top.out_count,
         latency=top.latency,
         in_frac=it.dtype.frac,
         out_frac=ot.dtype.frac,
@@ -229,4 +235,6 @@ def generate_verilog(
         axis=axis,
         design=design,
         fifo_depths=tuple(sorted(getattr(top, "fifo_depths", {}).items())),
+        in_beats=top.in_beats,
+        out_beats=top.out_beats,
     )
