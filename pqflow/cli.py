@@ -46,17 +46,43 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress display; print only the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def flow(config: Path, out: Path, force: bool, quiet: bool, as_json: bool) -> None:
-    """Run the whole flow from a TOML CONFIG: train, quantize, lower, oracle, RTL, verify.
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Restore every step that has a checkpoint of this config (from an earlier, failed "
+    "or interrupted run) instead of running it again.",
+)
+@click.option(
+    "--from-step",
+    type=click.Choice(
+        ["train", "compress", "lower", "oracle", "generate", "verify", "hls", "estimate", "report"]
+    ),
+    default=None,
+    help="Restore the steps before this one from their checkpoints and run it and the rest.",
+)
+def flow(
+    config: Path,
+    out: Path,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+    resume: bool,
+    from_step: str | None,
+) -> None:
+    """Run the whole flow from a TOML CONFIG.
 
+    Steps: data, train, compress (prune, quantize), lower, oracle (accuracy), generate
+    (Verilog), verify (cocotb), hls (C++ and C simulation), estimate, report, summary.
     Everything is written under OUT (built in a temporary folder beside it and moved
     into place only when every step succeeded, so a failure leaves no partial output).
+    Each step leaves a checkpoint in the cache ($PQFLOW_CACHE/flow) for --resume and
+    --from-step.
     """
     from .config import load_config
     from .flow import run_flow
 
     cfg = load_config(config)
-    result = run_flow(cfg, out, force=force, progress=not quiet)
+    result = run_flow(cfg, out, force=force, progress=not quiet, resume=resume, from_step=from_step)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
     else:

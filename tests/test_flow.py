@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,15 @@ def test_digits_mlp_flow_is_bit_exact_on_the_whole_test_split(tmp_path):
     assert v["latency_cycles"] == s["rtl"]["pipeline_latency"]
     assert st.passed
 
+    # the HLS C++ in C simulation, the estimate and the report
+    assert s["hls"]["vectors"] == 360 and s["hls"]["bit_exact"] is True
+    assert (out / "hls" / "run_hls.tcl").is_file()
+    est = json.loads((out / "estimate.json").read_text())
+    assert est["totals"]["dsp"] == s["estimate"]["dsp"] and s["estimate"]["lut"] > 0
+    assert est["totals"]["latency"] == s["rtl"]["pipeline_latency"]
+    for name in ("report.html", "report.md", "report.json"):
+        assert (out / name).stat().st_size > 0, name
+
     # artefacts: the IR reloads to the same graph; Verilog regenerates to the same bytes
     g = ir.load(out / "model.ir.json")
     assert g == st.graph
@@ -46,9 +56,16 @@ def test_digits_mlp_flow_is_bit_exact_on_the_whole_test_split(tmp_path):
     # a second run of the same config gives the same bytes (timings.json aside)
     doc = tomllib.loads(EXAMPLE.read_text())
     doc["verify"]["enabled"] = False
+    doc["hls"] = {"csim": False}
     st2 = run_flow(parse_config(doc), tmp_path / "again", progress=False)
     assert st2.graph == st.graph
-    for name in ("model.ir.json", "model.ir.txt", "pqflow_top.v"):
+    for name in (
+        "model.ir.json",
+        "model.ir.txt",
+        "pqflow_top.v",
+        "model.pt",
+        "hls/firmware/pqflow_top.cpp",
+    ):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
 
@@ -76,3 +93,77 @@ def test_flow_keeps_existing_output_without_force(tmp_path):
         run_flow(load_config(EXAMPLE), out, progress=False)
     assert (out / "keep.txt").read_text() == "x"
     assert np.array_equal(sorted(p.name for p in tmp_path.iterdir()), ["run"])
+
+
+QUICK = {
+    "model": {"name": "mlp"},
+    "train": {"epochs": 2, "finetune_epochs": 1},
+    "compress": {"sparsity": 0.5},
+    "hardware": {"style": "folded", "pe": 2, "simd": 4},
+    "verify": {"enabled": False},
+    "hls": {"enabled": False},
+    "report": {"enabled": False},
+}
+
+
+def _refuse(step):
+    def run(st):
+        raise AssertionError(f"step {step.name} ran although its checkpoint exists")
+
+    return replace(step, run=run)
+
+
+def test_flow_resumes_from_checkpoints(tmp_path, monkeypatch):
+    import pqflow.flow as flow
+
+    monkeypatch.setenv("PQFLOW_CACHE", str(tmp_path / "cache"))
+    cfg = parse_config(QUICK)
+
+    # a run interrupted in `generate` leaves no output, but its earlier steps' checkpoints
+    def crash(st):
+        raise KeyboardInterrupt
+
+    steps = tuple(replace(s, run=crash) if s.name == "generate" else s for s in flow.STEPS)
+    with pytest.raises(KeyboardInterrupt):
+        run_flow(cfg, tmp_path / "a", progress=False, steps=steps)
+    assert not (tmp_path / "a").exists()
+
+    # resuming restores train/compress/lower/oracle (they must not run) and runs the rest
+    early = ("train", "compress", "lower", "oracle")
+    steps = tuple(_refuse(s) if s.name in early else s for s in flow.STEPS)
+    st = run_flow(cfg, tmp_path / "a", progress=False, steps=steps, resume=True)
+    assert st.restored == list(early)
+    assert (tmp_path / "a" / "pqflow_top.v").is_file()
+
+    # a fresh run (no checkpoints read) gives the same bytes
+    st2 = run_flow(cfg, tmp_path / "b", progress=False, checkpoints=False)
+    assert st2.restored == []
+    for name in ("model.ir.json", "model.pt", "pqflow_top.v", "summary.json", "estimate.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+    # --from-step generate: everything before is restored, generate and later steps run
+    steps = tuple(_refuse(s) if s.name in (*early, "generate") else s for s in flow.STEPS)
+    with pytest.raises(AssertionError, match="step generate ran"):
+        run_flow(cfg, tmp_path / "c", progress=False, steps=steps, from_step="generate")
+    st3 = run_flow(cfg, tmp_path / "c", progress=False, from_step="generate")
+    assert st3.restored == list(early)
+
+
+def test_flow_from_step_needs_checkpoints(tmp_path, monkeypatch):
+    from pqflow.errors import UserError
+
+    monkeypatch.setenv("PQFLOW_CACHE", str(tmp_path / "cache"))
+    cfg = parse_config(QUICK)
+    with pytest.raises(UserError, match="step 'train' of this config has no checkpoint"):
+        run_flow(cfg, tmp_path / "a", progress=False, from_step="lower")
+    with pytest.raises(UserError, match="no step named 'bogus'"):
+        run_flow(cfg, tmp_path / "a", progress=False, from_step="bogus")
+    assert list(tmp_path.iterdir()) == [] or [p.name for p in tmp_path.iterdir()] == ["cache"]
+
+
+def test_cli_from_step_choices_are_the_flow_steps():
+    from pqflow.cli import flow as flow_cmd
+    from pqflow.flow import STEP_NAMES
+
+    opt = next(p for p in flow_cmd.params if p.name == "from_step")
+    assert list(opt.type.choices) == [s for s in STEP_NAMES if s not in ("data", "summary")]

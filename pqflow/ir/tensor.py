@@ -78,6 +78,9 @@ class Weight:
     def __setattr__(self, name, value):
         raise AttributeError("Weight is immutable")
 
+    def __reduce__(self):
+        return (Weight, (np.array(self.data), self.dtype, self.sparsity))
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
