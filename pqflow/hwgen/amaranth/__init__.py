@@ -23,6 +23,7 @@ from .activation import MultiThresholdUnit, ReLUUnit
 from .common import element_shape, vector_signature
 from .dense import PRODUCTS, UnrolledDense
 from .folded import FoldedDense
+from .gated import GatedConvUnit  # importing it registers the gated-block fusion
 from .requant import RequantUnit
 from .sparse import SparseDense  # importing it registers the 'sparse' builder, if it has one
 from .top import (
@@ -44,6 +45,7 @@ __all__ = [
     "DesignError",
     "Folded",
     "FoldedDense",
+    "GatedConvUnit",
     "HardwareError",
     "Impl",
     "MultiThresholdUnit",

@@ -1,0 +1,437 @@
+"""``GatedConvUnit``: a dynamically gated convolution block (FBS) as one streaming unit.
+
+The lowering (``pqflow.models.lower``) writes a gated block as two branches from one
+input ``x`` (H, W, Cin) that meet in a ``ChannelGate``::
+
+    conv path:  Conv2d -> [ReLU | Requant]*                            -> a (H', W', C)
+    gate path:  AvgPool2d (whole image) -> Flatten -> [ReLU | Requant]*
+                -> Dense -> [ReLU | Requant]*                          -> s (C,)
+    ChannelGate(k, scale)(a, s) -> [ReLU | Requant]*                   -> y (H', W', C)
+
+``gated_blocks(graph)`` finds these groups and ``GatedConvUnit`` computes one, reading
+the pixel stream of ``x`` (H * W beats of Cin raws, raster order) and writing the pixel
+stream of ``y`` (H' * W' beats of C raws):
+
+1. **load** (H * W cycles, one beat per cycle): the frame goes into a buffer and each
+   channel's sum (the average pool) accumulates on the fly;
+2. **gate** (1 cycle): the gate path on the sums (requant, predictor ``Dense`` with
+   constant weights, ReLU, requant) gives the saliency ``s``, registered;
+3. **top-k** (1 cycle): channel c is kept when fewer than ``k`` channels rank before it
+   (a larger ``s``, or an equal one at a lower index: ``ChannelGate``'s rule); the ``k``
+   kept channel numbers are registered in order;
+4. **compute** (H' * W' * ceil(k / PE) cycles): for each output pixel, ``PE`` lanes each
+   take one kept channel per cycle and compute its whole window (Kh * Kw * Cin products,
+   weights and bias selected by the channel number), the conv path's post-ops, the gate
+   (times ``s[c]`` when ``scale``) and the output post-ops. Channels not kept are never
+   computed: their outputs are 0. The finished pixel goes to the output register (the
+   unit waits while the consumer holds it).
+
+With a ready consumer one sample takes ``H*W + 2 + H'*W' * ceil(k / PE)`` cycles
+(``cycles_per_vector``): cycles fall with the number of kept channels. The first output
+beat is offered ``3 + ceil(k / PE)`` cycles after the last input beat was taken
+(``latency`` as ``schedule`` counts it). Every value is the IR's exact integer; the unit
+is bit-exact with the oracle (``ChannelGate``, ``Conv2d``, ``Requant``... of
+``pqflow.kernels``).
+
+The conv node's implementation in the ``Design`` picks the lanes: ``folded(pe, simd)``
+gives ``PE = pe`` (the window is not folded: ``simd`` is ignored); any other style gives
+one lane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ...ir import (
+    AvgPool2d,
+    ChannelGate,
+    Conv2d,
+    Dense,
+    Fixed,
+    Flatten,
+    Graph,
+    Node,
+    ReLU,
+    Requant,
+    TensorType,
+)
+from ..design import Design, Folded, HardwareError
+from .common import element_shape, vector_signature
+from .graph_top import Fusion, register_fusion
+from .requant import requant_value
+from .schedule import Schedule
+
+__all__ = ["GatedBlock", "GatedConvUnit", "gated_blocks"]
+
+POST_OPS = (ReLU, Requant)
+"""Element-wise ops a gated block may hold between its main ops."""
+
+
+@dataclass(frozen=True)
+class GatedBlock:
+    """The IR nodes of one gated block (see the module docstring) and their input types.
+
+    Each ``*_post`` is a tuple of (op, input element type) in order.
+    """
+
+    x: str
+    x_type: TensorType
+    conv: Node
+    conv_post: tuple
+    pool: Node
+    flatten: Node
+    pool_post: tuple
+    dense: Node
+    sal_post: tuple
+    gate: Node
+    gate_post: tuple
+    out: str
+    out_type: TensorType
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        ns = [self.conv, self.pool, self.flatten, self.dense, self.gate]
+        names = {n.name for n in ns}
+        for chain in (self.conv_post, self.pool_post, self.sal_post, self.gate_post):
+            names |= {name for name, _, _ in chain}
+        return frozenset(names)
+
+
+# -- finding gated blocks in a graph ------------------------------------------------------
+
+
+def _post_chain_back(graph: Graph, end: str, types) -> tuple[str, tuple]:
+    """Walk back from value ``end`` over element-wise ops read only by their successor:
+    (the value before them, ((name, op, in dtype), ...) in forward order)."""
+    chain = []
+    v = end
+    while True:
+        try:
+            n = graph.node(v)
+        except KeyError:
+            break
+        if not isinstance(n.op, POST_OPS) or len(graph.consumers(n.inputs[0])) != 1:
+            break
+        chain.append((n.name, n.op, types[n.inputs[0]].dtype))
+        v = n.inputs[0]
+    return v, tuple(reversed(chain))
+
+
+def _post_chain_forward(graph: Graph, start: str, types) -> tuple[str, tuple]:
+    chain = []
+    v = start
+    while True:
+        readers = graph.consumers(v)
+        if len(readers) != 1 or not isinstance(readers[0].op, POST_OPS) or v in graph.outputs:
+            break
+        n = readers[0]
+        chain.append((n.name, n.op, types[v].dtype))
+        v = n.name
+    return v, tuple(chain)
+
+
+def _node(graph: Graph, v: str) -> Node | None:
+    try:
+        return graph.node(v)
+    except KeyError:
+        return None
+
+
+def find_gated_blocks(graph: Graph) -> list[GatedBlock]:
+    """Every gated block of ``graph`` whose inner values are read only inside it."""
+    types = graph.types()
+    found = []
+    for g in graph.nodes:
+        if not isinstance(g.op, ChannelGate) or len(types[g.name].shape) != 3:
+            continue
+        a_src, conv_post = _post_chain_back(graph, g.inputs[0], types)
+        s_src, sal_post = _post_chain_back(graph, g.inputs[1], types)
+        conv, dense = _node(graph, a_src), _node(graph, s_src)
+        if conv is None or not isinstance(conv.op, Conv2d) or conv.op.groups != 1:
+            continue
+        if dense is None or not isinstance(dense.op, Dense):
+            continue
+        f_src, pool_post = _post_chain_back(graph, dense.inputs[0], types)
+        flat = _node(graph, f_src)
+        if flat is None or not isinstance(flat.op, Flatten):
+            continue
+        pool = _node(graph, flat.inputs[0])
+        if pool is None or not isinstance(pool.op, AvgPool2d):
+            continue
+        x = conv.inputs[0]
+        h, w, _ = types[x].shape
+        if pool.inputs[0] != x or pool.op.kernel != (h, w):
+            continue
+        single = [conv.name, a_src, s_src, dense.name, flat.name, pool.name]
+        if any(len(graph.consumers(v)) != 1 for v in single):
+            continue
+        out, gate_post = _post_chain_forward(graph, g.name, types)
+        found.append(
+            GatedBlock(
+                x, types[x], conv, conv_post, pool, flat, pool_post, dense, sal_post, g,
+                gate_post, out, types[out],
+            )
+        )  # fmt: skip
+    return found
+
+
+@register_fusion
+def gated_blocks(graph: Graph, design: Design) -> list[Fusion]:
+    """The ``Fusion`` of every gated block of ``graph`` (a ``GatedConvUnit`` each)."""
+    fusions = []
+    for b in find_gated_blocks(graph):
+        try:
+            impl = design.impl(b.conv.name)
+        except Exception:  # noqa: BLE001 - a conv the design does not list: one lane
+            impl = None
+        pe = impl.pe if isinstance(impl, Folded) else 1
+
+        def build(b=b, pe=pe) -> GatedConvUnit:
+            return GatedConvUnit(b, pe=pe)
+
+        fusions.append(Fusion(b.nodes, b.x, b.out, build))
+    return fusions
+
+
+# -- the unit -----------------------------------------------------------------------------
+
+
+def _post(m: Module, chain: tuple, v: Value, channel, name: str) -> Value:
+    """``v`` through the element-wise ops of ``chain``; ``channel`` is an int or a Signal
+    (per-channel requant constants are then selected by it)."""
+    for k, (_, op, dt) in enumerate(chain):
+        if isinstance(op, ReLU):
+            out_t = op.infer(TensorType(dt, (1,))).dtype
+            val = Mux(v[-1], 0, v) if dt.signed else v
+        else:
+            out_t = op.to
+
+            def rq(c: int, op=op, dt=dt, v=v) -> Value | int:
+                mult = op.mult[c if len(op.mult) > 1 else 0]
+                shift = op.shift[c if len(op.shift) > 1 else 0]
+                args = (dt.min_raw, dt.max_raw, mult, shift, op.rounding, op.overflow, op.to)
+                return requant_value(v, *args)
+
+            per = max(len(op.mult), len(op.shift))
+            if per == 1 or isinstance(channel, int):
+                val = rq(channel if per > 1 else 0)
+            else:
+                sel = Signal(element_shape(out_t), name=f"{name}_rq{k}_sel")
+                with m.Switch(channel):
+                    for c in range(per):
+                        with m.Case(c):
+                            m.d.comb += sel.eq(rq(c))
+                val = sel
+        s = Signal(element_shape(out_t), name=f"{name}_p{k}")
+        m.d.comb += s.eq(val)  # wrap is the truncation of this assignment
+        v = s
+    return v
+
+
+class GatedConvUnit(wiring.Component):
+    """One gated block in hardware (see the module docstring); ``pe`` kept channels per
+    cycle. Ports ``i`` (Cin raws of the block input per beat) and ``o`` (C raws of the
+    block output per beat); ``latency``, ``cycles_per_vector`` and ``schedule`` as the
+    module docstring gives them."""
+
+    def __init__(self, block: GatedBlock, *, pe: int = 1) -> None:
+        if not isinstance(block, GatedBlock):
+            raise TypeError(f"GatedConvUnit: block must be a GatedBlock, not {block!r}")
+        if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1:
+            raise ValueError(f"GatedConvUnit: pe must be a positive integer, not {pe!r}")
+        for what, t in (("input", block.x_type), ("output", block.out_type)):
+            if not isinstance(t.dtype, Fixed):
+                raise HardwareError(f"GatedConvUnit: the block {what} must be Fixed, not {t}")
+        self.block, self.pe = block, pe
+        h, w, self.cin = block.x_type.shape
+        ho, wo, self.c = block.out_type.shape
+        self.k = block.gate.op.k
+        self.groups = -(-self.k // pe)
+        self.in_beats, self.out_beats = h * w, ho * wo
+        self.cycles_per_vector = self.in_beats + 2 + self.out_beats * self.groups
+        self.latency = 3 + self.groups
+        self.schedule = Schedule(
+            self.in_beats,
+            self.out_beats,
+            (self.in_beats,) * self.out_beats,
+            self.latency,
+            self.cycles_per_vector,
+        )
+        super().__init__(
+            {
+                "i": In(vector_signature(block.x_type.dtype, self.cin)),
+                "o": Out(vector_signature(block.out_type.dtype, self.c)),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        b = self.block
+        xdt = b.x_type.dtype
+        h, w, cin = b.x_type.shape
+        conv = b.conv.op
+        cout, kh, kw, _ = conv.weight.shape
+        ho, wo, c = b.out_type.shape
+        pix_in, pix_out = h * w, ho * wo
+        acc_t = b.conv.type.dtype
+        sum_t = b.pool.type.dtype
+
+        # -- state --------------------------------------------------------------------------
+        LOAD, GATE, TOPK, COMPUTE = range(4)
+        state = Signal(range(4), name="state")
+        frame = [
+            [Signal(element_shape(xdt), name=f"px{p}_{ci}") for ci in range(cin)]
+            for p in range(pix_in)
+        ]
+        sums = [Signal(element_shape(sum_t), name=f"sum{ci}") for ci in range(cin)]
+        pin = Signal(range(pix_in), name="pin")
+        s_dt = _chain_out(b.sal_post, b.dense.type.dtype)
+        sal = [Signal(element_shape(s_dt), name=f"s{ci}") for ci in range(c)]
+        slots = self.groups * self.pe
+        kept = [Signal(range(max(c, 2)), name=f"kept{q}") for q in range(slots)]
+        pout = Signal(range(max(pix_out, 2)), name="pout")
+        grp = Signal(range(max(self.groups, 2)), name="grp")
+        odt = b.out_type.dtype
+        pixbuf = [Signal(element_shape(odt), name=f"pb{ch}") for ch in range(c)]
+        out_valid = Signal()
+        out_data = [Signal(element_shape(odt), name=f"ob{ch}") for ch in range(c)]
+        m.d.comb += self.o.valid.eq(out_valid)
+        m.d.comb += [self.o.payload[ch].eq(out_data[ch]) for ch in range(c)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_valid.eq(0)
+
+        # -- 1. load: frame buffer and per-channel sums -------------------------------------
+        m.d.comb += self.i.ready.eq(state == LOAD)
+        with m.If((state == LOAD) & self.i.valid):
+            for p in range(pix_in):
+                with m.If(pin == p):
+                    m.d.sync += [frame[p][ci].eq(self.i.payload[ci]) for ci in range(cin)]
+            m.d.sync += [sums[ci].eq(sums[ci] + self.i.payload[ci]) for ci in range(cin)]
+            m.d.sync += pin.eq(Mux(pin == pix_in - 1, 0, pin + 1))
+            with m.If(pin == pix_in - 1):
+                m.d.sync += state.eq(GATE)
+
+        # -- 2. gate: saliency from the sums ------------------------------------------------
+        pooled = [_post(m, b.pool_post, sums[ci], ci, f"pool{ci}") for ci in range(cin)]
+        dense = b.dense.op
+        dw = dense.weight.data
+        ddt = b.dense.type.dtype
+        with m.If(state == GATE):
+            for o in range(c):
+                terms = [pooled[i] * int(dw[o, i]) for i in range(dw.shape[1]) if dw[o, i]]
+                bias = 0 if dense.bias is None else int(dense.bias.data[o])
+                acc = Signal(element_shape(ddt), name=f"pred{o}")
+                m.d.comb += acc.eq(reduce(lambda p, q: p + q, terms, bias))
+                m.d.sync += sal[o].eq(_post(m, b.sal_post, acc, o, f"sal{o}"))
+            m.d.sync += [sums[ci].eq(0) for ci in range(cin)]
+            m.d.sync += state.eq(TOPK)
+
+        # -- 3. top-k: the kept channels in order -------------------------------------------
+        keep = []
+        for ch in range(c):
+            before = [
+                (sal[j] > sal[ch]) if j > ch else (sal[j] >= sal[ch]) for j in range(c) if j != ch
+            ]
+            rank = reduce(lambda p, q: p + q, [x.as_unsigned() for x in before], Const(0, 1))
+            kv = Signal(name=f"keep{ch}")
+            m.d.comb += kv.eq(rank < self.k)
+            keep.append(kv)
+        with m.If(state == TOPK):
+            pos = Const(0, 1)
+            positions = []
+            for ch in range(c):
+                ps = Signal(range(c + 1), name=f"pos{ch}")
+                m.d.comb += ps.eq(pos)
+                positions.append(ps)
+                pos = pos + keep[ch]
+            for q in range(slots):
+                pick = reduce(
+                    lambda p, r: p | r,
+                    [Mux(keep[ch] & (positions[ch] == q), ch, 0) for ch in range(c)],
+                    Const(0, 1),
+                )
+                m.d.sync += kept[q].eq(pick if q < self.k else 0)
+            m.d.sync += [state.eq(COMPUTE), pout.eq(0), grp.eq(0)]
+
+        # -- 4. compute: PE lanes over the kept channels of each output pixel ---------------
+        sh, sw = conv.stride
+        pt, _, pl, _ = conv.padding
+        taps = []  # (ky, kx, ci) -> the window value at output pixel pout
+        for ky in range(kh):
+            for kx in range(kw):
+                for ci in range(cin):
+                    srcs = []
+                    for oy in range(ho):
+                        for ox in range(wo):
+                            iy, ix = oy * sh + ky - pt, ox * sw + kx - pl
+                            inside = 0 <= iy < h and 0 <= ix < w
+                            srcs.append(frame[iy * w + ix][ci] if inside else Const(0, 1))
+                    tv = Signal(element_shape(xdt), name=f"win{ky}_{kx}_{ci}")
+                    m.d.comb += tv.eq(Array(srcs)[pout])
+                    taps.append(((ky, kx, ci), tv))
+        wdt = conv.weight.dtype
+        wdata = conv.weight.data
+        kept_arr = Array(kept)
+        sal_arr = Array(sal)
+        last_grp = grp == self.groups - 1
+        can_emit = ~out_valid | self.o.ready
+        go = (state == COMPUTE) & (~last_grp | can_emit)
+        lane_ch, lane_ok, lane_val = [], [], []
+        for lane in range(self.pe):
+            slot = grp * self.pe + lane
+            ch = Signal(range(max(c, 2)), name=f"lane{lane}_ch")
+            ok = Signal(name=f"lane{lane}_ok")
+            m.d.comb += [ch.eq(kept_arr[slot]), ok.eq(slot < self.k)]
+            terms = []
+            for (ky, kx, ci), tv in taps:
+                col = wdata[:, ky, kx, ci]
+                if not col.any():
+                    continue
+                wv = Signal(element_shape(wdt), name=f"lane{lane}_w{ky}_{kx}_{ci}")
+                m.d.comb += wv.eq(Array([Const(int(v), element_shape(wdt)) for v in col])[ch])
+                terms.append(wv * tv)
+            if conv.bias is not None:
+                bias_shape = element_shape(conv.bias.dtype)
+                terms.append(Array([Const(int(v), bias_shape) for v in conv.bias.data])[ch])
+            acc = Signal(element_shape(acc_t), name=f"lane{lane}_acc")
+            m.d.comb += acc.eq(reduce(lambda p, q: p + q, terms, Const(0, 1)))
+            a = _post(m, b.conv_post, acc, ch, f"lane{lane}_conv")
+            gdt = b.gate.type.dtype
+            gv = Signal(element_shape(gdt), name=f"lane{lane}_gated")
+            m.d.comb += gv.eq(a * sal_arr[ch] if b.gate.op.scale else a)
+            y = _post(m, b.gate_post, gv, ch, f"lane{lane}_out")
+            lane_ch.append(ch)
+            lane_ok.append(ok)
+            lane_val.append(y)
+        merged = []
+        for chn in range(c):
+            v = pixbuf[chn]
+            for lane in range(self.pe):
+                v = Mux(lane_ok[lane] & (lane_ch[lane] == chn), lane_val[lane], v)
+            mv = Signal(element_shape(odt), name=f"merged{chn}")
+            m.d.comb += mv.eq(v)
+            merged.append(mv)
+        with m.If(go):
+            with m.If(last_grp):
+                m.d.sync += [out_data[chn].eq(merged[chn]) for chn in range(c)]
+                m.d.sync += [pixbuf[chn].eq(0) for chn in range(c)]
+                m.d.sync += [out_valid.eq(1), grp.eq(0)]
+                m.d.sync += pout.eq(Mux(pout == pix_out - 1, 0, pout + 1))
+                with m.If(pout == pix_out - 1):
+                    m.d.sync += state.eq(LOAD)
+            with m.Else():
+                m.d.sync += [pixbuf[chn].eq(merged[chn]) for chn in range(c)]
+                m.d.sync += grp.eq(grp + 1)
+        return m
+
+
+def _chain_out(chain: tuple, dt: Fixed) -> Fixed:
+    """The element type after ``chain``."""
+    for _, op, _ in chain:
+        dt = op.to if isinstance(op, Requant) else op.infer(TensorType(dt, (1,))).dtype
+    return dt
