@@ -11,15 +11,37 @@ from amaranth.lib.wiring import In, Out
 from pqflow.hwgen.amaranth.common import vector_signature
 from pqflow.hwgen.amaranth.graph_top import FUSIONS, Fusion, register_fusion
 from pqflow.hwgen.amaranth.schedule import Schedule
-from pqflow.ir import Add, Dense, Fixed, GraphBuilder, ReLU, Requant, TensorType, Weight
+from pqflow.ir import (
+    Add,
+    Dense,
+    Dequantize,
+    Fixed,
+    Float,
+    GraphBuilder,
+    Quantize,
+    ReLU,
+    Requant,
+    TensorType,
+    Weight,
+)
 
 
-def residual_mlp(seed: int = 0, n: int = 6, blocks: int = 1, name: str = "res"):
-    """x -> [Dense -> Requant -> ReLU -> Dense -> Requant, + x] * blocks (vectors)."""
+def residual_mlp(
+    seed: int = 0, n: int = 6, blocks: int = 1, name: str = "res", digits: bool = False
+):
+    """x -> [Dense -> Requant -> ReLU -> Dense -> Requant, + x] * blocks (vectors).
+
+    ``digits``: a float (64,) input, quantized and taken to ``n`` by a Dense first, and a
+    trailing Dequantize (a graph ``pqflow verify`` feeds with digits images)."""
     rng = np.random.default_rng(seed)
     b = GraphBuilder(name)
-    x = b.input("x", Fixed(6, 3, True), (n,))
     wt = Fixed(5, 2, True)
+    if digits:
+        x = b.add(Quantize(Fixed(6, 2, False)), b.input("x", Float(), (64,)))
+        x = b.add(Dense(Weight(rng.integers(-16, 16, (n, 64)), wt)), x, name="fc_in")
+        x = b.add(Requant(Fixed(6, 3, True), (1,), (6,)), x, name="rq_in")
+    else:
+        x = b.input("x", Fixed(6, 3, True), (n,))
     for k in range(blocks):
         v = b.add(Dense(Weight(rng.integers(-16, 16, (n, n)), wt)), x, name=f"fc{k}a")
         v = b.add(Requant(Fixed(6, 3, True), (3,), (4,)), v, name=f"rq{k}a")
@@ -28,7 +50,7 @@ def residual_mlp(seed: int = 0, n: int = 6, blocks: int = 1, name: str = "res"):
         v = b.add(Requant(Fixed(7, 4, True), (5,), (5,)), v, name=f"rq{k}b")
         v = b.add(Add(), x, v, name=f"add{k}")
         x = b.add(Requant(Fixed(6, 3, True), (1,), (1,)), v, name=f"rq{k}c")
-    return b.build(x)
+    return b.build(b.add(Dequantize(), x) if digits else x)
 
 
 # -- a unit with a lead: a frame buffer, through a test fusion --------------------------------

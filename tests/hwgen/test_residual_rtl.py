@@ -8,10 +8,13 @@ too small on purpose deadlocks, and the harness reports it instead of hanging.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from residual_helpers import frame_fusion, frame_residual, residual_mlp  # noqa: F401 (fixture)
 
+from pqflow import ir
 from pqflow.hwgen import Design, Folded, Unrolled, generate_verilog
 from pqflow.hwgen.amaranth import graph_top
 from pqflow.sim import verify_stream
@@ -87,3 +90,31 @@ def test_a_too_small_skip_fifo_deadlocks_and_the_harness_says_so(monkeypatch):
     assert not res.passed
     assert "timeout: no handshake for 300 cycles" in res.error, res.summary()
     assert len(res.outputs) < len(expected)
+
+
+def _cli(*args, capsys) -> tuple[int, str, str]:
+    from pqflow.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.icarus
+def test_cli_gen_and_verify_take_a_residual_graph(tmp_path, capsys):
+    path = tmp_path / "res.ir.json"
+    ir.save(residual_mlp(seed=7, n=8, blocks=2, name="resd", digits=True), path)
+    code, text, err = _cli("gen", path, "-o", tmp_path / "out", capsys=capsys)
+    assert code == 0, err
+    assert "skip FIFO depths (beats, by Add node): add0 7, add1 7" in text
+    info = json.loads((tmp_path / "out" / "design.json").read_text())
+    assert info["fifo_depths"] == {"add0": 7, "add1": 7}
+    code, text, err = _cli("verify", path, "--sim", "icarus", "-n", 5, "--json", capsys=capsys)
+    assert code == 0, err
+    res = json.loads(text)
+    assert res["bit_exact"] is True and res["vectors"] == 5 and res["mismatches"] == 0
+    assert res["ii_cycles"] == res["cycles_per_vector"] == 1
