@@ -147,6 +147,51 @@ _STYLES = ("unrolled", "folded", "sparse")
 
 
 @cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Quantized model file to write (for `pqflow lower`). Must not exist unless --force.",
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the accuracies as JSON.")
+def compress(config: Path, out: Path, force: bool, as_json: bool) -> None:
+    """Train, prune and quantize the model of a flow CONFIG; save it for `pqflow lower`.
+
+    Runs the flow's data, train and compress steps (the [model], [train] and [compress]
+    sections) and writes the quantized torch model with an example batch
+    (``pqflow.models.lower.save_model``), atomically.
+    """
+    import tempfile
+
+    from .config import load_config
+    from .flow import FlowState, step_compress, step_data, step_train
+    from .models.lower import save_model
+
+    cfg = load_config(config)
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent} is not a folder; create it or choose another path")
+    with tempfile.TemporaryDirectory() as tmp:
+        st = FlowState(config=cfg, work=Path(tmp))
+        for step in (step_data, step_train, step_compress):
+            step(st)
+    save_model(out, st.qmodel, st.split.x_train[:4])
+    doc = {"model": cfg.model.name, "float": st.summary["float"], **st.summary["quantized"]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(
+            f"{out}: {cfg.model.name}, float accuracy {doc['float']['accuracy']:.2%}, "
+            f"compressed ({cfg.compress.quant}) accuracy {doc['accuracy']:.2%}"
+        )
+
+
+@cli.command()
 @click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
@@ -582,6 +627,87 @@ def report(
             f"  no estimate for {len(est['missing'])} layer(s): {', '.join(est['missing'])} "
             "(totals cover the estimated layers only)"
         )
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: pareto.json, pareto.png, points.json and the per-point cache "
+    "(points/, graphs/). Must not exist unless --resume or --force.",
+)
+@click.option("--force", is_flag=True, help="Replace the output folder and its cache: start over.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an earlier sweep in OUT: points already cached there are not computed again.",
+)
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    default=None,
+    help="Run on the Dask cluster of this scheduler (default: a local cluster of processes).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Worker processes of the local cluster (ignored with --scheduler).",
+)
+@click.option(
+    "--yosys",
+    is_flag=True,
+    help="Also synthesize every point with yosys (slow; overrides [score] yosys = false).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar; print only the result.")
+@click.option("--json", "as_json", is_flag=True, help="Print the Pareto front as JSON.")
+def explore(config: Path, out: Path, force, resume, scheduler, workers, yosys, quiet, as_json):
+    """Sweep bit widths x sparsity x style x folding of the digits MLP from a TOML CONFIG.
+
+    Each point is scored on the oracle's accuracy on the digits test split and the
+    estimator's resources and latency (and yosys's counts with --yosys); the points no
+    other point beats on every objective form the Pareto front (OUT/pareto.json, plot in
+    OUT/pareto.png). Points are cached in OUT as they finish, so an interrupted sweep
+    continues with --resume. See examples/explore_digits_mlp.toml.
+    """
+    import dataclasses
+
+    from .explore import load_explore_config, run_sweep
+
+    if scheduler is not None and not scheduler.startswith(("tcp://", "tls://", "inproc://")):
+        raise UserError(f"--scheduler {scheduler!r}: give an address like tcp://127.0.0.1:8786")
+    if force and resume:
+        raise UserError("--force starts over and --resume continues: give one of them")
+    cfg = load_explore_config(config)
+    if yosys:
+        cfg = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, yosys=True))
+    res = run_sweep(
+        cfg,
+        out,
+        force=force,
+        resume=resume,
+        scheduler=scheduler,
+        workers=workers,
+        progress=not quiet,
+    )
+    if as_json:
+        click.echo(json.dumps(res.summary(), indent=2))
+        return
+    click.echo(
+        f"{out}: {len(res.results)} points ({res.computed} computed, {res.cached} cached), "
+        f"{len(res.front)} on the Pareto front of {', '.join(res.objectives)}"
+    )
+    for r in res.front:
+        click.echo(
+            f"  {r['label']:<30} accuracy {r['accuracy']:.2%}  {r['lut']:>7,} LUT "
+            f"{r['dsp']:>4} DSP {r['bram']:>3} BRAM  latency {r['latency']:>5}  II {r['ii']}"
+        )
+    click.echo(f"  plot: {out / 'pareto.png'}")
 
 
 def main(argv: list[str] | None = None) -> None:

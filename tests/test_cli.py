@@ -153,3 +153,26 @@ def test_staged_out_dir_replaces_only_on_success(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
     with pytest.raises(UserError, match="exists; pass --force"), staged_out_dir(out, False):
         pass
+
+
+def test_compress_lower_run_chain(tmp_path):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        '[model]\nname = "mlp"\n[train]\nepochs = 3\n'
+        '[compress]\nquant = "ternary"\nqat_epochs = 2\nsparsity = 0.5\n'
+    )
+    model = tmp_path / "m.pt"
+    p = pqflow("compress", str(cfg), "-o", str(model), "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["quant"] == "ternary" and doc["sparsity"] == 0.5 and doc["accuracy"] > 0.5
+    assert pqflow("lower", str(model), "-o", str(tmp_path / "m.ir.json")).returncode == 0
+    g = ir.load(tmp_path / "m.ir.json")
+    dense = [n.op for n in g if isinstance(n.op, ir.Dense)]
+    assert {int(v) for op in dense[1:-1] for v in np.unique(op.weight.data)} <= {-1, 0, 1}
+    p = pqflow("run", str(tmp_path / "m.ir.json"), "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["accuracy"] == doc["accuracy"]
+    # an existing output is kept, with a one-line error
+    before = model.read_bytes()
+    assert "exists; pass --force" in one_line_error(pqflow("compress", str(cfg), "-o", str(model)))
+    assert model.read_bytes() == before
