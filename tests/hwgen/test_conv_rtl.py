@@ -1,0 +1,122 @@
+"""Issue 6 part A: the digits ``cnn`` as pixel-stream hardware, bit-exact in cocotb.
+
+Two networks from the real pipeline (``pqflow.models``; seed 0), lowered with
+``pqflow.models.lower``:
+
+- ``cnn8``: the zoo ``cnn`` at 8 bits (``QuantConfig()``), 50% of the filters pruned
+  (L1, filter granularity: 8 and 16 filters remain) and fine-tuned; conv -> ReLU ->
+  Requant -> max pool
+  twice, Flatten (a deserializer), Dense. Built folded (``CNN8_FOLDED``).
+- ``bcnn``: the zoo ``cnn`` with binary weights and activations (QAT, pow2 scales); the
+  lowering keeps the zero padding exact by carrying +-1 activations as 2-bit raws, so its
+  convolutions are ``Conv2d``s with +-1 weights; MultiThreshold activations. Built folded
+  (``BCNN_FOLDED``).
+
+Each is generated whole and verified on Verilator with random input stalls and output
+back-pressure on ``N_CI`` test images (one pixel per beat in, one vector per image out);
+``benchmarks/bench_rtl.py --cnn`` runs the same designs on >= 200 images and records
+latency and II (cycles per image) in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from pqflow.hwgen import Design, Folded, generate_verilog
+from pqflow.ir import Conv2d, Flatten, MaxPool2d
+
+pytestmark = [
+    pytest.mark.verilator,
+    pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable"),
+]
+
+N_CI = 40
+# conv "1": 8 filters x 3x3x1, one window per cycle; conv "5": 16 x 3x3x8 in 9 folds per
+# window, 16 windows: 144 cycles per image; the Dense head 8 cycles.
+CNN8_FOLDED = {"1": Folded(pe=8, simd=9), "5": Folded(pe=16, simd=8), "10": Folded(pe=10, simd=8)}
+# bcnn: conv "1" 16 x 3x3x1 one window per cycle; conv "5" 32 x 3x3x16 in 9 folds
+BCNN_FOLDED = {"1": Folded(pe=16, simd=9), "5": Folded(pe=32, simd=16), "10": Folded(10, 16)}
+
+
+def digits_cnns():
+    """(image split, cnn8 graph, bcnn graph), seed 0; a plain function so
+    ``benchmarks/bench_rtl.py`` builds the very same designs (and hits the same cache)."""
+    import torch
+
+    from pqflow.models import TrainConfig, cnn, load_digits_split, train
+    from pqflow.models.lower import lower
+    from pqflow.models.prune import prune
+    from pqflow.models.qat import qat
+    from pqflow.models.qmodules import QuantConfig, quantize_model
+    from pqflow.models.quantizers import QuantSpec
+
+    data = load_digits_split(image=True)
+    x = data.x_train[:500]
+    torch.manual_seed(0)
+    fm = train(cnn(), data.x_train, data.y_train, TrainConfig(epochs=8))
+    pruned = prune(copy.deepcopy(fm), "filter", "l1", 0.5)
+    train(pruned, data.x_train, data.y_train, TrainConfig(epochs=3, lr=5e-3))  # masks kept
+    cnn8 = lower(quantize_model(pruned, QuantConfig(), x), data.x_train[:4])
+    torch.manual_seed(0)
+    cfg = QuantConfig(weight=QuantSpec.binary("pow2", axis=0), act=QuantSpec.binary())
+    qb = qat(
+        quantize_model(fm, cfg, x),
+        data.x_train,
+        data.y_train,
+        TrainConfig(epochs=4, lr=1e-2, weight_decay=0.0),
+    )
+    bcnn = lower(qb, data.x_train[:4])
+    return data, cnn8, bcnn
+
+
+def cnn_designs(cnn8, bcnn) -> list[Design]:
+    return [
+        Design(cnn8, CNN8_FOLDED, name="digits_cnn8_folded"),
+        Design(bcnn, BCNN_FOLDED, name="digits_bcnn_folded"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def digits_cnn_models():
+    return digits_cnns()
+
+
+def test_networks_are_what_the_issue_asks(digits_cnn_models):
+    data, cnn8, bcnn = digits_cnn_models
+    convs = [n.op for n in cnn8 if isinstance(n.op, Conv2d)]
+    assert [c.weight.shape for c in convs] == [(8, 3, 3, 1), (16, 3, 3, 8)]  # 50% filters
+    assert all(c.weight.dtype.width == 8 for c in convs)
+    assert sum(isinstance(n.op, MaxPool2d) for n in cnn8) == 2
+    assert any(isinstance(n.op, Flatten) for n in cnn8)
+    bconvs = [n.op for n in bcnn if isinstance(n.op, Conv2d)]
+    assert len(bconvs) == 2
+    for c in bconvs:  # binary weights: +-1 raws
+        assert set(np.unique(c.weight.data)) <= {-1, 1}
+    from pqflow.kernels import run
+
+    acc = [np.mean(run(g, data.x_test).argmax(axis=1) == data.y_test) for g in (cnn8, bcnn)]
+    assert acc[0] > 0.95 and acc[1] > 0.85, acc  # the integer graphs classify digits
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_digits_cnn_in_rtl(digits_cnn_models, which):
+    from pqflow.sim.graph import hardware_vectors, verify_graph
+
+    data, cnn8, bcnn = digits_cnn_models
+    design = cnn_designs(cnn8, bcnn)[which]
+    x = data.x_test[:N_CI]
+    v = generate_verilog(design)
+    assert (v.in_beats, v.in_count, v.out_beats) == (64, 1, 1)  # 8x8x1 pixels in
+    _, expected = hardware_vectors(design.graph, x)
+    res = verify_graph(
+        v, design.graph, x, sim="verilator", seed=which, stall_prob=0.3, backpressure_prob=0.3
+    )
+    assert res.passed and res.n_mismatches == 0, res.summary()
+    assert np.array_equal(res.outputs, expected)
+    # II in cycles per image: the slowest unit's cycles per image (cycles_per_vector), plus
+    # the stalls of units that have no FIFO between them to run ahead (at most 25% here)
+    assert v.cycles_per_vector <= res.ii_cycles <= 1.25 * v.cycles_per_vector
+    assert res.latency_cycles >= 64  # the last pixel arrives 63 cycles after the first
