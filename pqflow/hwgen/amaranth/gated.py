@@ -43,8 +43,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import reduce
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ...ir import (
@@ -253,8 +254,9 @@ class GatedConvUnit(wiring.Component):
         self.k = block.gate.op.k
         self.groups = -(-self.k // pe)
         self.in_beats, self.out_beats = h * w, ho * wo
-        self.cycles_per_vector = self.in_beats + 2 + self.out_beats * self.groups
-        self.latency = 3 + self.groups
+        self.compute_cycles = 2 + self.c + self.out_beats * self.groups
+        self.cycles_per_vector = max(self.in_beats + 1, self.compute_cycles)
+        self.latency = 3 + self.c + self.groups
         self.schedule = Schedule(
             self.in_beats,
             self.out_beats,
@@ -272,55 +274,50 @@ class GatedConvUnit(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         b = self.block
-        xdt = b.x_type.dtype
+        xdt, odt = b.x_type.dtype, b.out_type.dtype
         h, w, cin = b.x_type.shape
         conv = b.conv.op
         cout, kh, kw, _ = conv.weight.shape
         ho, wo, c = b.out_type.shape
         pix_in, pix_out = h * w, ho * wo
-        acc_t = b.conv.type.dtype
         sum_t = b.pool.type.dtype
 
-        # -- state --------------------------------------------------------------------------
-        LOAD, GATE, TOPK, COMPUTE = range(4)
-        state = Signal(range(4), name="state")
-        frame = [
-            [Signal(element_shape(xdt), name=f"px{p}_{ci}") for ci in range(cin)]
-            for p in range(pix_in)
-        ]
-        sums = [Signal(element_shape(sum_t), name=f"sum{ci}") for ci in range(cin)]
-        pin = Signal(range(pix_in), name="pin")
-        s_dt = _chain_out(b.sal_post, b.dense.type.dtype)
-        sal = [Signal(element_shape(s_dt), name=f"s{ci}") for ci in range(c)]
-        slots = self.groups * self.pe
-        kept = [Signal(range(max(c, 2)), name=f"kept{q}") for q in range(slots)]
-        pout = Signal(range(max(pix_out, 2)), name="pout")
-        grp = Signal(range(max(self.groups, 2)), name="grp")
-        odt = b.out_type.dtype
-        pixbuf = [Signal(element_shape(odt), name=f"pb{ch}") for ch in range(c)]
-        out_valid = Signal()
-        out_data = [Signal(element_shape(odt), name=f"ob{ch}") for ch in range(c)]
-        m.d.comb += self.o.valid.eq(out_valid)
-        m.d.comb += [self.o.payload[ch].eq(out_data[ch]) for ch in range(c)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += out_valid.eq(0)
+        def regs(n: int, dt, name: str) -> list[Signal]:
+            return [Signal(element_shape(dt), name=f"{name}{j}") for j in range(n)]
 
-        # -- 1. load: frame buffer and per-channel sums -------------------------------------
-        m.d.comb += self.i.ready.eq(state == LOAD)
-        with m.If((state == LOAD) & self.i.valid):
+        # -- 1. loader: frame buffer and per-channel sums, handed over when compute is idle --
+        lframe = [regs(cin, xdt, f"lpx{p}_") for p in range(pix_in)]
+        cframe = [regs(cin, xdt, f"cpx{p}_") for p in range(pix_in)]
+        lsums, gsums = regs(cin, sum_t, "lsum"), regs(cin, sum_t, "gsum")
+        pin = Signal(range(max(pix_in, 2)), name="pin")
+        full = Signal(name="full")
+        IDLE, GATE, RANK, COMPUTE = range(4)
+        state = Signal(range(4), name="state")
+        start = Signal(name="start")
+        m.d.comb += [self.i.ready.eq(~full), start.eq(full & (state == IDLE))]
+        with m.If(self.i.valid & ~full):
             for p in range(pix_in):
                 with m.If(pin == p):
-                    m.d.sync += [frame[p][ci].eq(self.i.payload[ci]) for ci in range(cin)]
-            m.d.sync += [sums[ci].eq(sums[ci] + self.i.payload[ci]) for ci in range(cin)]
+                    m.d.sync += [lframe[p][ci].eq(self.i.payload[ci]) for ci in range(cin)]
+            m.d.sync += [lsums[ci].eq(lsums[ci] + self.i.payload[ci]) for ci in range(cin)]
             m.d.sync += pin.eq(Mux(pin == pix_in - 1, 0, pin + 1))
             with m.If(pin == pix_in - 1):
-                m.d.sync += state.eq(GATE)
+                m.d.sync += full.eq(1)
+        with m.If(start):
+            for p in range(pix_in):
+                m.d.sync += [cframe[p][ci].eq(lframe[p][ci]) for ci in range(cin)]
+            m.d.sync += [gsums[ci].eq(lsums[ci]) for ci in range(cin)]
+            m.d.sync += [lsums[ci].eq(0) for ci in range(cin)]
+            m.d.sync += [full.eq(0), state.eq(GATE)]
 
-        # -- 2. gate: saliency from the sums ------------------------------------------------
-        pooled = [_post(m, b.pool_post, sums[ci], ci, f"pool{ci}") for ci in range(cin)]
-        dense = b.dense.op
+        # -- 2. gate: the saliency from the sums, in one cycle ------------------------------
+        s_dt = _chain_out(b.sal_post, b.dense.type.dtype)
+        sal = regs(c, s_dt, "s")
+        pooled = [_post(m, b.pool_post, gsums[ci], ci, f"pool{ci}") for ci in range(cin)]
+        dense, ddt = b.dense.op, b.dense.type.dtype
         dw = dense.weight.data
-        ddt = b.dense.type.dtype
+        rnk = Signal(range(max(c, 2)), name="rank_ch")  # the channel being ranked
+        mask = Signal(c, name="keep_mask")
         with m.If(state == GATE):
             for o in range(c):
                 terms = [pooled[i] * int(dw[o, i]) for i in range(dw.shape[1]) if dw[o, i]]
@@ -328,37 +325,24 @@ class GatedConvUnit(wiring.Component):
                 acc = Signal(element_shape(ddt), name=f"pred{o}")
                 m.d.comb += acc.eq(reduce(lambda p, q: p + q, terms, bias))
                 m.d.sync += sal[o].eq(_post(m, b.sal_post, acc, o, f"sal{o}"))
-            m.d.sync += [sums[ci].eq(0) for ci in range(cin)]
-            m.d.sync += state.eq(TOPK)
+            m.d.sync += [state.eq(RANK), rnk.eq(0), mask.eq(0)]
 
-        # -- 3. top-k: the kept channels in order -------------------------------------------
-        keep = []
-        for ch in range(c):
-            before = [
-                (sal[j] > sal[ch]) if j > ch else (sal[j] >= sal[ch]) for j in range(c) if j != ch
-            ]
-            rank = reduce(lambda p, q: p + q, [x.as_unsigned() for x in before], Const(0, 1))
-            kv = Signal(name=f"keep{ch}")
-            m.d.comb += kv.eq(rank < self.k)
-            keep.append(kv)
-        with m.If(state == TOPK):
-            pos = Const(0, 1)
-            positions = []
-            for ch in range(c):
-                ps = Signal(range(c + 1), name=f"pos{ch}")
-                m.d.comb += ps.eq(pos)
-                positions.append(ps)
-                pos = pos + keep[ch]
-            for q in range(slots):
-                pick = reduce(
-                    lambda p, r: p | r,
-                    [Mux(keep[ch] & (positions[ch] == q), ch, 0) for ch in range(c)],
-                    Const(0, 1),
-                )
-                m.d.sync += kept[q].eq(pick if q < self.k else 0)
-            m.d.sync += [state.eq(COMPUTE), pout.eq(0), grp.eq(0)]
+        # -- 3. rank: one channel per cycle; kept when fewer than k rank before it ----------
+        sal_arr = Array(sal)
+        sv = Signal(element_shape(s_dt), name="rank_s")
+        m.d.comb += sv.eq(sal_arr[rnk])
+        before = [Mux(j < rnk, sal[j] >= sv, sal[j] > sv) for j in range(c)]
+        count = reduce(lambda p, q: p + q, [x.as_unsigned() for x in before], Const(0, 1))
+        new_mask = Signal(c, name="keep_next")
+        m.d.comb += new_mask.eq(mask | ((count < self.k).as_unsigned() << rnk))
+        remaining = Signal(c, name="remaining")
+        with m.If(state == RANK):
+            m.d.sync += [mask.eq(new_mask), rnk.eq(rnk + 1)]
+            with m.If(rnk == c - 1):
+                m.d.sync += [state.eq(COMPUTE), remaining.eq(new_mask)]
 
         # -- 4. compute: PE lanes over the kept channels of each output pixel ---------------
+        pout = Signal(range(max(pix_out, 2)), name="pout")
         sh, sw = conv.stride
         pt, _, pl, _ = conv.padding
         taps = []  # (ky, kx, ci) -> the window value at output pixel pout
@@ -370,44 +354,58 @@ class GatedConvUnit(wiring.Component):
                         for ox in range(wo):
                             iy, ix = oy * sh + ky - pt, ox * sw + kx - pl
                             inside = 0 <= iy < h and 0 <= ix < w
-                            srcs.append(frame[iy * w + ix][ci] if inside else Const(0, 1))
+                            srcs.append(cframe[iy * w + ix][ci] if inside else Const(0, 1))
+                    if all(isinstance(v, Const) for v in srcs):
+                        continue
                     tv = Signal(element_shape(xdt), name=f"win{ky}_{kx}_{ci}")
                     m.d.comb += tv.eq(Array(srcs)[pout])
                     taps.append(((ky, kx, ci), tv))
-        wdt = conv.weight.dtype
-        wdata = conv.weight.data
-        kept_arr = Array(kept)
-        sal_arr = Array(sal)
-        last_grp = grp == self.groups - 1
-        can_emit = ~out_valid | self.o.ready
-        go = (state == COMPUTE) & (~last_grp | can_emit)
+        # the weights (and bias) of channel o: row o of a ROM, one asynchronous read per lane
+        wdt, wdata = conv.weight.dtype, conv.weight.data
+        live = [t for t in taps if wdata[:, t[0][0], t[0][1], t[0][2]].any()]
+        wb = wdt.width
+        bw = 0 if conv.bias is None else conv.bias.dtype.width
+        rows = []
+        for o in range(cout):
+            word = 0
+            for j, ((ky, kx, ci), _) in enumerate(live):
+                word |= (int(wdata[o, ky, kx, ci]) & ((1 << wb) - 1)) << (j * wb)
+            if bw:
+                word |= (int(conv.bias.data[o]) & ((1 << bw) - 1)) << (len(live) * wb)
+            rows.append(word)
+        rom_width = max(len(live) * wb + bw, 1)
+        m.submodules.rom = rom = Memory(shape=unsigned(rom_width), depth=cout, init=rows)
+        rem = remaining
         lane_ch, lane_ok, lane_val = [], [], []
         for lane in range(self.pe):
-            slot = grp * self.pe + lane
+            # the lowest channel still to do (priority encoder), then clear it
             ch = Signal(range(max(c, 2)), name=f"lane{lane}_ch")
+            idx = Const(0, 1)
+            for chn in reversed(range(c)):
+                idx = Mux(rem[chn], chn, idx)
             ok = Signal(name=f"lane{lane}_ok")
-            m.d.comb += [ch.eq(kept_arr[slot]), ok.eq(slot < self.k)]
+            m.d.comb += [ch.eq(idx), ok.eq(rem.any())]
+            nxt = Signal(c, name=f"lane{lane}_rest")
+            m.d.comb += nxt.eq(rem & (rem - 1))
+            rem = nxt
+            rd = rom.read_port(domain="comb")
+            m.d.comb += rd.addr.eq(ch)
             terms = []
-            for (ky, kx, ci), tv in taps:
-                col = wdata[:, ky, kx, ci]
-                if not col.any():
-                    continue
-                wv = Signal(element_shape(wdt), name=f"lane{lane}_w{ky}_{kx}_{ci}")
-                m.d.comb += wv.eq(Array([Const(int(v), element_shape(wdt)) for v in col])[ch])
-                terms.append(wv * tv)
-            if conv.bias is not None:
-                bias_shape = element_shape(conv.bias.dtype)
-                terms.append(Array([Const(int(v), bias_shape) for v in conv.bias.data])[ch])
-            acc = Signal(element_shape(acc_t), name=f"lane{lane}_acc")
+            for j, (_, tv) in enumerate(live):
+                wv = rd.data[j * wb : (j + 1) * wb]
+                terms.append((wv.as_signed() if wdt.signed else wv) * tv)
+            if bw:
+                bv = rd.data[len(live) * wb : len(live) * wb + bw]
+                terms.append(bv.as_signed() if conv.bias.dtype.signed else bv)
+            acc = Signal(element_shape(b.conv.type.dtype), name=f"lane{lane}_acc")
             m.d.comb += acc.eq(reduce(lambda p, q: p + q, terms, Const(0, 1)))
             a = _post(m, b.conv_post, acc, ch, f"lane{lane}_conv")
-            gdt = b.gate.type.dtype
-            gv = Signal(element_shape(gdt), name=f"lane{lane}_gated")
+            gv = Signal(element_shape(b.gate.type.dtype), name=f"lane{lane}_gated")
             m.d.comb += gv.eq(a * sal_arr[ch] if b.gate.op.scale else a)
-            y = _post(m, b.gate_post, gv, ch, f"lane{lane}_out")
             lane_ch.append(ch)
             lane_ok.append(ok)
-            lane_val.append(y)
+            lane_val.append(_post(m, b.gate_post, gv, ch, f"lane{lane}_out"))
+        pixbuf = regs(c, odt, "pb")
         merged = []
         for chn in range(c):
             v = pixbuf[chn]
@@ -416,17 +414,25 @@ class GatedConvUnit(wiring.Component):
             mv = Signal(element_shape(odt), name=f"merged{chn}")
             m.d.comb += mv.eq(v)
             merged.append(mv)
+        out_valid = Signal()
+        out_data = regs(c, odt, "ob")
+        m.d.comb += self.o.valid.eq(out_valid)
+        m.d.comb += [self.o.payload[chn].eq(out_data[chn]) for chn in range(c)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_valid.eq(0)
+        last_grp = ~rem.any()  # no kept channel left for this pixel after this cycle
+        go = (state == COMPUTE) & (~last_grp | ~out_valid | self.o.ready)
         with m.If(go):
             with m.If(last_grp):
                 m.d.sync += [out_data[chn].eq(merged[chn]) for chn in range(c)]
                 m.d.sync += [pixbuf[chn].eq(0) for chn in range(c)]
-                m.d.sync += [out_valid.eq(1), grp.eq(0)]
+                m.d.sync += [out_valid.eq(1), remaining.eq(mask)]
                 m.d.sync += pout.eq(Mux(pout == pix_out - 1, 0, pout + 1))
                 with m.If(pout == pix_out - 1):
-                    m.d.sync += state.eq(LOAD)
+                    m.d.sync += state.eq(IDLE)
             with m.Else():
                 m.d.sync += [pixbuf[chn].eq(merged[chn]) for chn in range(c)]
-                m.d.sync += grp.eq(grp + 1)
+                m.d.sync += remaining.eq(rem)
         return m
 
 
