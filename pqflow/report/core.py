@@ -109,19 +109,56 @@ def _estimate_rows(design: Design, dev: Device, rows: dict[str, dict]) -> str:
             row["status"], row["reason"] = NO_ESTIMATE, str(err)
             continue
         row["status"] = ESTIMATED
-        row["estimate"] = {
-            "lut": round(e.lut),
-            "ff": round(e.ff),
-            "dsp": int(e.dsp),
-            "bram": int(e.bram),
-            "uram": int(e.uram),
-            "latency": int(e.latency),
-            "ii": int(e.ii),
-        }
+        row["estimate"] = _node_dict(e)
     for row in rows.values():
         if row["status"] is None:
             row["status"], row["reason"] = NO_ESTIMATE, "not part of the hardware chain"
     return ""
+
+
+def _whole(design: Design, dev: Device, rows: dict[str, dict]) -> dict | None:
+    """The estimator's totals of the whole design; units it adds beyond the graph's nodes
+    (e.g. skip FIFOs) become rows of their own. None when it cannot cost the design."""
+    from ..estimate import estimate
+
+    try:
+        est = estimate(design, dev)
+    except (EstimateError, ValueError, TypeError):
+        return None
+    for n in est.nodes:
+        if n.node in rows:
+            continue
+        rows[n.node] = {
+            "node": n.node,
+            "op": n.op,
+            "inputs": list(getattr(n, "inputs", ())),
+            "in_shape": [],
+            "out_shape": [],
+            "in_type": [],
+            "out_type": "",
+            "weights": 0,
+            "nonzero": 0,
+            "sparsity": None,
+            "pattern": None,
+            "style": n.style,
+            "status": ESTIMATED,
+            "reason": "",
+            "estimate": _node_dict(n),
+        }
+    t = est.totals()
+    return {**t, "uram": t.get("uram", 0)}
+
+
+def _node_dict(e) -> dict:
+    return {
+        "lut": round(e.lut),
+        "ff": round(e.ff),
+        "dsp": int(e.dsp),
+        "bram": int(e.bram),
+        "uram": int(e.uram),
+        "latency": int(e.latency),
+        "ii": int(e.ii),
+    }
 
 
 def _totals(rows: list[dict], dev: Device) -> dict:
@@ -205,7 +242,13 @@ def build_report(
     rows = _layer_rows(graph)
     chain_reason = _estimate_rows(design, dev, rows)
     layers = list(rows.values())
+    whole = None
+    if not chain_reason and all(r["status"] != NO_ESTIMATE for r in layers):
+        whole = _whole(design, dev, rows)
+        layers = list(rows.values())
     est = _totals(layers, dev)
+    if whole is not None:  # the estimator's own totals: a DAG's latency is its longest path
+        est["totals"] = {k: whole[k] for k in est["totals"]}
     est["reason"] = chain_reason
     accuracy, pred = _accuracy(graph, x, y, data)
     doc = {

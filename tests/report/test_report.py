@@ -18,7 +18,7 @@ from toolcheck import tool_absent
 
 from pqflow import ir
 from pqflow.cli import main
-from pqflow.estimate import EstimateError, device
+from pqflow.estimate import EstimateError, device, estimate
 from pqflow.estimate.core import contexts
 from pqflow.estimate.models import node_model
 from pqflow.hwgen import Design
@@ -81,7 +81,7 @@ def test_report_writes_three_formats_with_the_estimators_numbers(graphs, tmp_pat
     doc = json.loads((out / "report.json").read_text())
     graph = ir.load(graphs[name])
     design = Design.uniform(graph, style, **({"pe": 2, "simd": 8} if style == "folded" else {}))
-    assert [r["node"] for r in doc["layers"]] == [n.name for n in graph.nodes]
+    assert [r["node"] for r in doc["layers"]][: len(graph)] == [n.name for n in graph.nodes]
 
     # every estimated layer carries the estimator's numbers; missing ones its reason
     missing = expected_missing(design)
@@ -99,7 +99,10 @@ def test_report_writes_three_formats_with_the_estimators_numbers(graphs, tmp_pat
         assert row["estimate"]["lut"] == round(e.lut) and row["estimate"]["dsp"] == e.dsp
         assert (row["estimate"]["latency"], row["estimate"]["ii"]) == (e.latency, e.ii)
         lut += round(e.lut)
-    assert doc["estimate"]["totals"]["lut"] == lut
+    if missing:  # the totals cover the estimated layers only
+        assert doc["estimate"]["totals"]["lut"] == lut
+    else:  # the estimator's own totals
+        assert doc["estimate"]["totals"] == {**estimate(design).totals(), "uram": 0}
     if name == "cnn":
         assert by_name[graph.nodes[0].name]["status"] == "software"
         conv = [n.name for n in graph.nodes if isinstance(n.op, ir.Conv2d)]
@@ -273,3 +276,25 @@ def test_report_of_a_flow_folder_shows_the_measured_cycles(graphs, tmp_path, cap
         pqflow("report", str(flow), "-o", str(tmp_path / "x"), "--style", "sparse")
     )
     assert "a flow folder fixes the design" in err
+
+
+def test_layers_without_a_model_are_reported_as_no_estimate(graphs, tmp_path, monkeypatch):
+    """Whatever the estimator covers today: a layer it has no model for is never zero."""
+    from pqflow.estimate import models
+
+    monkeypatch.delitem(models.registry, (ir.ReLU, "unit"))
+    g = ir.load(graphs["mlp"])
+    rep = build_report(g, style="folded", pe=2, simd=8)
+    relus = [n.name for n in g.nodes if isinstance(n.op, ir.ReLU)]
+    assert relus and rep.data["estimate"]["missing"] == relus and not rep.complete
+    for row in rep.layers:
+        if row["node"] in relus:
+            assert row["status"] == "no estimate" and row["estimate"] is None
+            assert "no resource model for ReLU in style 'unit'" in row["reason"]
+    dense = [r["estimate"]["lut"] for r in rep.layers if r["op"] in ("Dense", "Requant")]
+    assert rep.data["estimate"]["totals"]["lut"] == sum(dense)
+    write_report(rep, tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('class="l reason">no estimate: ') == len(relus)
+    assert f"Partial estimate: {len(relus)} layer(s) have no estimate" in html
+    assert "**Partial estimate**" in (tmp_path / "report.md").read_text()
