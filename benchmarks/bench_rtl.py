@@ -24,7 +24,12 @@ hash) is not rebuilt: its figure is the one recorded when it was built (marked `
 
     .venv/bin/python benchmarks/bench_rtl.py
 
-and paste the table into BENCHMARKS.md.
+and paste the table into BENCHMARKS.md. ``--cnn`` builds the digits CNNs of
+``tests/hwgen/test_conv_rtl.py`` instead (issue 6: the 8-bit cnn with half its filters
+pruned and the binary cnn, both folded, as pixel streams: 64 one-pixel beats in, one
+vector out per image; II is cycles per image)::
+
+    .venv/bin/python benchmarks/bench_rtl.py --cnn --images 360
 """
 
 from __future__ import annotations
@@ -43,10 +48,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _test_graphs():
-    """``digits_graphs`` from the test module, so both build the very same designs."""
-    path = ROOT / "tests" / "hwgen" / "test_digits_builds.py"
-    spec = importlib.util.spec_from_file_location("test_digits_builds", path)
+def _test_graphs(module: str = "test_digits_builds"):
+    """``digits_graphs`` (or ``digits_cnns``) from the test module, so both build the very
+    same designs."""
+    path = ROOT / "tests" / "hwgen" / f"{module}.py"
+    spec = importlib.util.spec_from_file_location(module, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -70,6 +76,12 @@ def main() -> None:
     )
     ap.add_argument("--fresh", action="store_true", help="rebuild, ignoring the build cache")
     ap.add_argument("--seed", type=int, default=1, help="stall / back-pressure seed")
+    ap.add_argument(
+        "--cnn",
+        action="store_true",
+        help="the digits CNNs (issue 6) as pixel streams instead of the MLPs",
+    )
+    ap.add_argument("--images", type=int, default=360, help="test images per run (at most 360)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -77,21 +89,35 @@ def main() -> None:
     from pqflow.sim import simulator_version
     from pqflow.sim.graph import verify_graph
 
-    mod = _test_graphs()
     t0 = time.perf_counter()
-    data, sparse, binary = mod.digits_graphs()
+    if args.cnn:
+        mod = _test_graphs("test_conv_rtl")
+        data, cnn8, bcnn = mod.digits_cnns()
+        labels = [("cnn w8 50% filters", "folded"), ("binary cnn", "folded")]
+        builds = [(*lab, d) for lab, d in zip(labels, mod.cnn_designs(cnn8, bcnn), strict=True)]
+    else:
+        mod = _test_graphs()
+        data, sparse, binary = mod.digits_graphs()
     print(f"models trained, pruned, quantized, lowered in {time.perf_counter() - t0:.1f} s")
-    x = data.x_test
-    builds = [
-        ("w8a8 80% sparse", "unrolled", Design.uniform(sparse, "unrolled", name="digits_unrolled")),
-        ("w8a8 80% sparse", "folded", Design(sparse, mod.FOLDED, name="digits_folded16")),
-        (
-            "w8a8 80% sparse",
-            "sparse pe=4",
-            Design.uniform(sparse, "sparse", pe=4, name="digits_sparse4"),
-        ),
-        ("binary", "folded", Design(binary, mod.BINARY_FOLDED, name="digits_bnn_folded")),
-    ]
+    x = data.x_test[: args.images]
+    builds = (
+        builds
+        if args.cnn
+        else [
+            (
+                "w8a8 80% sparse",
+                "unrolled",
+                Design.uniform(sparse, "unrolled", name="digits_unrolled"),
+            ),
+            ("w8a8 80% sparse", "folded", Design(sparse, mod.FOLDED, name="digits_folded16")),
+            (
+                "w8a8 80% sparse",
+                "sparse pe=4",
+                Design.uniform(sparse, "sparse", pe=4, name="digits_sparse4"),
+            ),
+            ("binary", "folded", Design(binary, mod.BINARY_FOLDED, name="digits_bnn_folded")),
+        ]
+    )
     sims = ["verilator"] if args.no_icarus else ["verilator", "icarus"]
     tmp = tempfile.TemporaryDirectory(prefix="bench_rtl_") if args.fresh else None
     rows = []
@@ -113,7 +139,7 @@ def main() -> None:
             print(res.summary(), flush=True)
             if sim == "verilator":
                 cycles = res.cycles
-            if not (res.passed and res.n_mismatches == 0 and res.n_vectors == len(x)):
+            if not (res.passed and res.n_mismatches == 0 and res.n_vectors == len(x) * d.out_beats):
                 failures.append(res.summary())
             b_s, recorded = _build_seconds(res)
             rows.append(
@@ -142,7 +168,7 @@ def main() -> None:
     )
     print()
     print(
-        "| model | style | simulator | 360 images | latency (cycles) | II (cycles) "
+        f"| model | style | simulator | {len(x)} images | latency (cycles) | II (cycles) "
         "| design cycles/vector | Verilog lines | Verilog gen (s) | build (s) | vectors/s |"
     )
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")

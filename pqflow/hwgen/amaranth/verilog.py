@@ -94,9 +94,10 @@ class VerilogDesign:
         return dict(AXIS_PORTS)
 
     def bench_args(self, in_raws, expected_raws) -> dict:
-        """Keyword arguments of ``pqflow.sim.verify_stream`` for (N, in_count) input and
-        (N, out_count) expected raws: the raws themselves, or for an AXI-Stream design the
-        tdata words as bytes (unsigned 8-bit elements), so padding is compared too.
+        """Keyword arguments of ``pqflow.sim.verify_stream`` for (N * in_beats, in_count)
+        input and (N * out_beats, out_count) expected raws (beats per sample included):
+        the raws themselves, or for an AXI-Stream design the tdata words as bytes
+        (unsigned 8-bit elements), so padding is compared too.
         Add ``ports=StreamPorts(**self.port_names)``."""
         ins, exp = np.asarray(in_raws), np.asarray(expected_raws)
         if not self.axis:
@@ -107,6 +108,8 @@ class VerilogDesign:
                 expected=exp,
                 out_width=self.out_width,
                 out_signed=self.out_signed,
+                in_beats=self.in_beats,
+                out_beats=self.out_beats,
             )
         return dict(
             in_vectors=_bytes([self.pack_input(v) for v in ins], self.in_width * self.in_count),
@@ -115,6 +118,8 @@ class VerilogDesign:
             expected=_bytes([self.pack_output(v) for v in exp], self.out_width * self.out_count),
             out_width=8,
             out_signed=False,
+            in_beats=self.in_beats,
+            out_beats=self.out_beats,
         )
 
 
