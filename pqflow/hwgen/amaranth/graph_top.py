@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ...ir import Add, Bipolar, Dequantize, Fixed, Graph, Node, Quantize, TensorType
 from ..design import MATRIX_OPS, Design, DesignError, HardwareError
 from .add import AddUnit
-from .common import vector_signature
+from .common import beat_layout, vector_signature
 from .fifo import SkipFIFO, StreamFork
 from .schedule import Arrival, Schedule, fifo_depths
 from .top import DataflowTop, UnrolledOptions, matrix_unit, op_unit
@@ -71,10 +71,10 @@ def register_fusion(
 
 def beats_of(t: TensorType) -> tuple[int, int]:
     """(beats per sample, raws per beat) of a value: an (H, W, C) tensor is H*W beats of C
-    raws (one pixel per beat, raster order); anything else is one beat of all its raws."""
-    if len(t.shape) == 3:
-        return t.shape[0] * t.shape[1], t.shape[2]
-    return 1, t.size
+    raws (one pixel per beat, raster order); anything else is one beat of all its raws
+    (``common.beat_layout``)."""
+    beats, shape = beat_layout(t.shape)
+    return beats, TensorType(t.dtype, shape).size
 
 
 # -- the integer DAG ----------------------------------------------------------------------
@@ -220,9 +220,11 @@ class DataflowGraphTop(wiring.Component):
     ``source`` is a ``Design`` or a ``Graph`` (built unrolled with ``options``).
     ``fifo_depths`` maps an ``Add`` node's name to the depth of its skip FIFO (at least
     the computed one). After construction: ``units`` (name, component), ``fifo_depths``
-    (the depth of every skip FIFO, by ``Add`` name), ``fifo_needs`` (name -> (no-deadlock
-    depth, full-throughput depth)), ``latency`` (cycles from the first input beat taken
-    to the first output beat offered, stall-free; None when a unit is data-dependent) and
+    (the depth of every skip FIFO, by ``Add`` name), ``fifo_operands`` (the operand value
+    each one buffers), ``fifo_needs`` (name -> (no-deadlock depth, full-throughput
+    depth)), ``latency`` (cycles from the first input beat taken to the first output beat
+    offered, stall-free: exact for vectors, an estimate for pixel streams, whose input
+    beats it spreads evenly over the II; None when a unit is data-dependent) and
     ``cycles_per_vector`` (the analytic II per sample; None when data-dependent).
     """
 
@@ -337,6 +339,10 @@ class DataflowGraphTop(wiring.Component):
             else int(round(arrival[sink].time[0]))
         )
         self.arrival = arrival
+        self.fifo_operands: dict[str, str] = {
+            add: next(u.reads[k] for u in units if u.name == add)
+            for add, k in self._fifo_port.items()
+        }
         self.in_beats, self.in_count = beats_of(hw.in_type)
         self.out_beats, self.out_count = beats_of(hw.out_type)
         self.units = [(u.name, u.component) for u in units]
