@@ -30,6 +30,11 @@ pruned and the binary cnn, both folded, as pixel streams: 64 one-pixel beats in,
 vector out per image; II is cycles per image)::
 
     .venv/bin/python benchmarks/bench_rtl.py --cnn --images 360
+
+``--resnet`` builds the digits resnet_tiny of ``tests/hwgen/test_residual_rtl.py`` (its
+skip FIFO depths are in the table; ``benchmarks/bench_residual.py``)::
+
+    .venv/bin/python benchmarks/bench_rtl.py --resnet --images 360
 """
 
 from __future__ import annotations
@@ -77,12 +82,23 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="rebuild, ignoring the build cache")
     ap.add_argument("--seed", type=int, default=1, help="stall / back-pressure seed")
     ap.add_argument(
+        "--resnet",
+        action="store_true",
+        help="the digits resnet_tiny (issue 6: skip FIFOs, Add) on Verilator "
+        "(benchmarks/bench_residual.py)",
+    )
+    ap.add_argument(
         "--cnn",
         action="store_true",
         help="the digits CNNs (issue 6) as pixel streams instead of the MLPs",
     )
     ap.add_argument("--images", type=int, default=360, help="test images per run (at most 360)")
     args = ap.parse_args()
+    if args.resnet:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_residual import run
+
+        sys.exit(run(args.images, args.seed))
     warnings.filterwarnings("ignore")
 
     from pqflow.hwgen import Design, generate_verilog

@@ -379,7 +379,7 @@ def task_graph(model, weight_bits: int, act_bits: int) -> dict:
 
 def fitted_design(graph, p: Point):
     """The ``Design`` of point ``p``: its folding target fitted to every layer."""
-    from .hwgen.design import MATRIX_OPS, Design, Folded, Sparse, Unrolled
+    from .hwgen.design import MATRIX_OPS, Design, Folded, Sparse, Unrolled, matrix_shape
 
     def largest_divisor(n: int, at_most: int) -> int:
         return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
@@ -388,7 +388,7 @@ def fitted_design(graph, p: Point):
     for n in graph.nodes:
         if not isinstance(n.op, MATRIX_OPS):
             continue
-        mh, mw = n.op.weight.shape
+        mh, mw = matrix_shape(n)  # a convolution: (out, kh * kw * in) per window
         if p.style == "unrolled":
             impls[n.name] = Unrolled()
         elif p.style == "folded":

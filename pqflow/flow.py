@@ -233,6 +233,8 @@ def step_generate(st: FlowState) -> None:
         "verilog_lines": st.design.text.count("\n"),
         "pipeline_latency": st.design.latency,
     }
+    if st.design.fifo_depths:  # a residual network: the skip FIFOs, by Add node
+        st.summary["rtl"]["fifo_depths"] = dict(st.design.fifo_depths)
 
 
 def step_verify(st: FlowState) -> None:
