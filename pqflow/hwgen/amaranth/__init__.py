@@ -5,7 +5,9 @@ Every component is a ``wiring.Component`` with ports ``i: In(stream.Signature(..
 k at bits [k*w, (k+1)*w)), an integer ``latency`` in cycles and (matrix units)
 ``cycles_per_vector``; see ``common.py`` for the stall rule of pipelined units,
 ``top.py`` for the registries (``register_dense``) and ``verilog.py`` for the Verilog
-ports.
+ports. Every unit also has a ``schedule`` (``schedule.py``): an (H, W, C) tensor travels
+as H * W one-pixel beats, through ``window.py`` (sliding windows, convolutions, the
+Flatten deserializer) and ``pool.py``.
 """
 
 from ..design import (
@@ -24,6 +26,7 @@ from .common import element_shape, vector_signature
 from .dense import PRODUCTS, UnrolledDense
 from .folded import FoldedDense
 from .gated import GatedConvUnit  # importing it registers the gated-block fusion
+from .pool import PoolUnit
 from .requant import RequantUnit
 from .sparse import SparseDense  # importing it registers the 'sparse' builder, if it has one
 from .top import (
@@ -36,11 +39,14 @@ from .top import (
     register_dense,
 )
 from .verilog import VerilogDesign, generate_verilog
+from .window import ConvUnit, Deserializer, WindowGenerator
 
 __all__ = [
     "PRODUCTS",
     "STYLES",
+    "ConvUnit",
     "DataflowTop",
+    "Deserializer",
     "Design",
     "DesignError",
     "Folded",
@@ -49,6 +55,7 @@ __all__ = [
     "HardwareError",
     "Impl",
     "MultiThresholdUnit",
+    "PoolUnit",
     "ReLUUnit",
     "RequantUnit",
     "Sparse",
@@ -58,6 +65,7 @@ __all__ = [
     "UnrolledDense",
     "UnrolledOptions",
     "VerilogDesign",
+    "WindowGenerator",
     "dense_units",
     "element_shape",
     "generate_verilog",
