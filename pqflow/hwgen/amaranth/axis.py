@@ -9,11 +9,12 @@ Ports of the generated Verilog module (``generate_verilog(..., axis=True)``):
                          zero-padded to a multiple of 8 bits (the padding is ignored)
 ``s_axis_tvalid``  in    the beat is offered
 ``s_axis_tready``  out   the beat is taken on this edge (when valid)
-``s_axis_tlast``   in    ignored: every beat is a whole vector
+``s_axis_tlast``   in    ignored (a sample is ``in_beats`` beats: one, or H * W pixels)
 ``m_axis_tdata``   out   one output vector, packed the same way, padding bits zero
 ``m_axis_tvalid``  out   the beat is offered
 ``m_axis_tready``  in    the beat is taken on this edge (when valid)
-``m_axis_tlast``   out   always 1: one beat per vector (a packet per vector)
+``m_axis_tlast``   out   1 on the last beat of each sample (a packet per sample): always
+                         1 for a vector output, every H * W-th beat for a pixel stream
 =================  ====  =========================================================
 
 No ``tkeep``/``tstrb`` (every byte is valid). Latency and initiation interval are the
@@ -22,7 +23,7 @@ core's: the wrapper is wires only.
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, Module
+from amaranth.hdl import ClockDomain, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -87,6 +88,15 @@ class AxisTop(wiring.Component):
             self.m_axis_tdata.eq(core.o.payload.as_value()),
             self.m_axis_tvalid.eq(core.o.valid),
             core.o.ready.eq(self.m_axis_tready),
-            self.m_axis_tlast.eq(1),
         ]
+        beats = getattr(self.core, "out_beats", 1)
+        if beats == 1:
+            m.d.comb += self.m_axis_tlast.eq(1)
+            return m
+        count = Signal(range(beats), name="out_beat")
+        m.d.comb += self.m_axis_tlast.eq(count == beats - 1)
+        with m.If(core.o.valid & core.o.ready):
+            m.d.sync += count.eq(count + 1)
+            with m.If(count == beats - 1):
+                m.d.sync += count.eq(0)
         return m
