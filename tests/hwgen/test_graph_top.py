@@ -204,3 +204,29 @@ def test_lead_counts_the_latency_in_flight():
     a, b = Arrival.source(4), Arrival.source(4).through(elementwise(4, 3))
     assert fifo_depths(a, b) == (0, 0)
     assert fifo_depths(a, b, ii=4, fifo_latency=0) == (0, 4)  # 3 in flight + 1
+
+
+def test_a_three_way_fork_and_a_self_add():
+    """x feeds a block, its Add and a second Add past the block (a long skip); the last
+    node adds a value to itself (a fork into both operands, no FIFO)."""
+    from pqflow.ir import Add, Dense, Requant, Weight
+
+    rng = np.random.default_rng(9)
+    b = GraphBuilder("fork3")
+    x = b.input("x", Fixed(6, 3, True), (5,))
+    v = b.add(Dense(Weight(rng.integers(-16, 16, (5, 5)), Fixed(5, 2, True))), x, name="fc")
+    v = b.add(Requant(Fixed(7, 4, True), (3,), (5,)), v, name="rq")
+    a0 = b.add(Add(), v, x, name="add0")
+    a1 = b.add(Add(), x, a0, name="add1")
+    g = b.build(b.add(Add(), a1, a1, name="twice"))
+    top = DataflowGraphTop(g)
+    assert set(top.fifo_depths) == {"add0", "add1"}  # not "twice": its operands arrive together
+    assert top.fifo_operands == {"add0": "x", "add1": "x"}
+    assert top.fifo_depths["add1"] > top.fifo_depths["add0"]  # x waits longer for add0
+    x = _inputs(g, 50)
+    got, _, _ = run_stream(top, x, seed=5)
+    assert np.array_equal(got, run(g, x))
+    top = DataflowGraphTop(g)
+    got, ins, outs = run_stream(top, x, stall_prob=0, backpressure_prob=0)
+    assert np.array_equal(got, run(g, x))
+    assert _ii(outs) == 1 and outs[0] - ins[0] == top.latency
