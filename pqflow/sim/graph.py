@@ -13,7 +13,7 @@ import numpy as np
 from pqflow.ir import Graph
 from pqflow.sim.runner import SimResult, verify_stream
 
-__all__ = ["hardware_vectors", "verify_graph"]
+__all__ = ["deadlock_timeout", "hardware_vectors", "verify_graph"]
 
 
 def hardware_vectors(graph: Graph, x) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +39,31 @@ def _beats(v: np.ndarray, n: int) -> np.ndarray:
     return v.reshape(n * shape[0] * shape[1], shape[2]) if len(shape) == 3 else v.reshape(n, -1)
 
 
+def deadlock_timeout(design) -> int:
+    """Cycles without any handshake after which the bench reports ``design`` deadlocked.
+
+    A working design with known ``latency`` and ``cycles_per_vector`` makes a handshake
+    (an input or an output beat) at least every ``latency + II`` cycles, whatever the
+    random stalls (p < 1 per cycle each side); four times that, and at least 2,000, is
+    the limit, so a deadlock is reported after thousands of cycles, not the bench's
+    100,000 (minutes on Icarus for a large design). Data-dependent designs keep 100,000.
+    """
+    lat, ii = design.latency, design.cycles_per_vector
+    if lat is None or ii is None:
+        return 100_000
+    return max(2_000, 4 * (lat + ii))
+
+
 def verify_graph(design, graph: Graph, x, **options) -> SimResult:
     """Simulate ``design`` (a ``VerilogDesign`` of ``graph``) on ``x``; compare with the oracle.
 
     ``options`` go to :func:`pqflow.sim.verify_stream` (``sim``, ``seed``, ``stall_prob``,
-    ``backpressure_prob``, ...).
+    ``backpressure_prob``, ...); ``timeout_cycles`` defaults to
+    :func:`deadlock_timeout`, so a deadlocked design fails quickly with a ``timeout``
+    error naming the inputs taken and outputs received.
     """
     ins, expected = hardware_vectors(graph, x)
+    options.setdefault("timeout_cycles", deadlock_timeout(design))
     return verify_stream(
         design.text,
         design.top,

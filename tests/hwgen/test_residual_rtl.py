@@ -20,8 +20,7 @@ from residual_helpers import frame_fusion, frame_residual, residual_mlp  # noqa:
 from pqflow import ir
 from pqflow.hwgen import Design, Folded, Unrolled, generate_verilog
 from pqflow.hwgen.amaranth import graph_top
-from pqflow.sim import verify_stream
-from pqflow.sim.graph import hardware_vectors, verify_graph
+from pqflow.sim.graph import deadlock_timeout, hardware_vectors, verify_graph
 
 
 def _inputs(graph, count: int, seed: int = 1) -> np.ndarray:
@@ -69,30 +68,18 @@ def test_two_residual_blocks_at_ii_1_on_icarus():
 @pytest.mark.usefixtures("frame_fusion")
 def test_a_too_small_skip_fifo_deadlocks_and_the_harness_says_so(monkeypatch):
     """The sizing refuses this depth (test_graph_top); forced through, the RTL deadlocks and
-    the bench reports a timeout with the counts, in well under a second of simulation."""
+    the bench reports a timeout with the counts after a limit derived from the design's
+    latency and II (2,000 cycles here), not after the bench's default 100,000."""
     g = frame_residual()
     dead, _ = graph_top.DataflowGraphTop(g).fifo_needs["add"]
     monkeypatch.setattr(graph_top, "_check_depth", lambda *args: None)
     d = generate_verilog(g, fifo_depths={"add": dead - 1})
     x = _inputs(g, 6)
-    ins, expected = hardware_vectors(g, x)
-    c = g.inputs[0].type.shape[-1]  # one pixel of c raws per beat
-    ins, expected = ins.reshape(-1, c), expected.reshape(-1, c)
-    res = verify_stream(
-        d.text,
-        d.top,
-        ins,
-        d.in_width,
-        d.in_signed,
-        expected,
-        d.out_width,
-        d.out_signed,
-        sim="icarus",
-        timeout_cycles=300,
-    )
+    res = verify_graph(d, g, x, sim="icarus")
+    assert deadlock_timeout(d) == 2000  # cycles without a handshake, from latency and II
     assert not res.passed
-    assert "timeout: no handshake for 300 cycles" in res.error, res.summary()
-    assert len(res.outputs) < len(expected)
+    assert "timeout: no handshake for 2000 cycles" in res.error, res.summary()
+    assert len(res.outputs) < 6 * 12  # beats: 3 x 4 pixels per sample
 
 
 def _cli(*args, capsys) -> tuple[int, str, str]:
