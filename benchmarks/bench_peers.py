@@ -1,9 +1,9 @@
 """pqflow's oracle against its peers on the digits MLP, in one run (issue 9).
 
-Builds the model ``examples/digits_mlp.toml`` builds (the flow's own data, train,
-quantize and lower steps: the digits MLP 64-64-32-32-10, w8a8 fixed point, power-of-two
-scales), then, on the same real inputs (the digits test split tiled to ``--batch`` rows),
-times
+Builds the model ``examples/digits_mlp.toml`` builds, with the flow's own steps up to
+``lower`` (data, train, compress, lower: the digits MLP 64-64-32-32-10, pruned to the
+config's sparsity, w8a8 fixed point with power-of-two scales), then, on the same real
+inputs (the digits test split tiled to ``--batch`` rows), times
 
 - pqflow's Numba oracle ``pqflow.kernels.run`` (after JIT warm-up);
 - hls4ml 1.3.0's compiled emulation of the same integer model (``export_hls4ml``, every
@@ -17,10 +17,11 @@ Before any timing, each peer's outputs on the whole test split (360 images) are 
 against the oracle's output raws with ``np.array_equal`` (hls4ml and qonnx outputs are
 scaled by 2**frac of the output type; both are exact powers of two). Each throughput is
 the best of ``--repeat`` timed calls on the whole batch (hls4ml, whose calls take
-seconds: half as many, at least 2); every engine gets the same
-batch (``--batch``), the oracle is also timed at ``--big-batch``.
+seconds: half as many, at least 2). Every engine gets the same batch (``--batch``); the
+oracle is also timed at ``--big-batch``, and the oracle, hls4ml and qonnx again at the
+batch sizes of ``--sweep`` (per-call overheads).
 
-Unless ``--no-rtl``, it then verifies the flow's hardware (the unrolled design, same
+Unless ``--no-rtl``, it then verifies the flow's hardware (the config's style, the same
 Verilog bytes as ``pqflow flow`` so a cached Verilator build is reused) against the
 oracle on Verilator (``--rtl-vectors``) and Icarus (``--icarus-vectors``), with random
 input stalls and output back-pressure (p = 0.3 each), and prints vectors/s of each.
@@ -91,6 +92,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000, help="rows per timed call, every engine")
     ap.add_argument("--big-batch", type=int, default=100_000, help="rows for the oracle alone")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per engine (best kept)")
+    ap.add_argument(
+        "--sweep", default="100,1000", help="other batch sizes for oracle, hls4ml, qonnx"
+    )
     ap.add_argument("--no-rtl", action="store_true", help="skip the RTL simulation part")
     ap.add_argument("--rtl-vectors", type=int, default=360, help="Verilator vectors")
     ap.add_argument("--icarus-vectors", type=int, default=20, help="Icarus vectors")
@@ -175,6 +179,29 @@ def main() -> None:
         rate = len(xb) / s
         print(f"| {name} | {len(xb):,} | {rate:,.0f} | {o / rate:,.1f}x |")
     print(f"| pqflow oracle (Numba) | {len(big):,} | {oracle_big:,.0f} | |")
+
+    # --- the same at other batch sizes (per-call overheads) --------------------------------
+    sweep = [int(b) for b in args.sweep.split(",") if b]
+    if sweep:
+        print()
+        print(
+            "| batch | oracle samples/s | hls4ml samples/s | qonnx samples/s | oracle / hls4ml "
+            "| oracle / qonnx |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
+    for n in sweep:
+        xs = np.ascontiguousarray(big[:n])
+        xs64 = np.ascontiguousarray(xs, dtype=np.float64)
+        qs = qonnx_runner(to_qonnx(g), n)
+        qs(xs)
+        o_n = n / best_time(lambda xs=xs: run(g, xs), r)
+        h_n = n / best_time(lambda xs64=xs64: hls.model.predict(xs64), max(2, r // 2))
+        q_n = n / best_time(lambda xs=xs, qs=qs: qs(xs), r)
+        print(
+            f"| {n:,} | {o_n:,.0f} | {h_n:,.0f} | {q_n:,.0f} | {o_n / h_n:,.1f}x "
+            f"| {o_n / q_n:,.1f}x |",
+            flush=True,
+        )
 
     if args.no_rtl:
         return
