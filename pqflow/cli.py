@@ -371,7 +371,7 @@ def verify(ir_file: Path, style, pe, simd, axis, top, target, sim, count, seed, 
     cached per design) and its C simulation compared raw for raw. Exit 1 on a mismatch.
     """
     from .sim import StreamPorts, verify_stream
-    from .sim.graph import hardware_vectors
+    from .sim.graph import deadlock_timeout, hardware_vectors
 
     if target == "hls":
         for flag in ("sim", "seed"):
@@ -389,6 +389,7 @@ def verify(ir_file: Path, style, pe, simd, axis, top, target, sim, count, seed, 
         ports=StreamPorts(**d.port_names),
         sim=sim,
         seed=seed,
+        timeout_cycles=deadlock_timeout(d),  # a deadlock fails in thousands of cycles
     )
     summary = {
         "file": str(ir_file),
