@@ -687,15 +687,19 @@ def explore(config: Path, out: Path, force, resume, scheduler, workers, yosys, q
     cfg = load_explore_config(config)
     if yosys:
         cfg = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, yosys=True))
-    res = run_sweep(
-        cfg,
-        out,
-        force=force,
-        resume=resume,
-        scheduler=scheduler,
-        workers=workers,
-        progress=not quiet,
-    )
+    try:
+        res = run_sweep(
+            cfg,
+            out,
+            force=force,
+            resume=resume,
+            scheduler=scheduler,
+            workers=workers,
+            progress=not quiet,
+        )
+    except KeyboardInterrupt:
+        done = len(list((out / "points").glob("*.json"))) if (out / "points").is_dir() else 0
+        _fail(f"interrupted; {done} points are cached in {out}: add --resume to continue", 130)
     if as_json:
         click.echo(json.dumps(res.summary(), indent=2))
         return

@@ -51,6 +51,7 @@ import json
 import os
 import shutil
 import tomllib
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -629,13 +630,16 @@ class _Client:
                     "`dask scheduler` or leave out --scheduler for a local cluster"
                 ) from None
         else:
-            self.cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=40,
-            )
+            with warnings.catch_warnings():  # the HTTP port falls back when 8787 is taken
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                self.cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=40,
+                )
             self.client = Client(self.cluster)
 
     def close(self) -> None:
@@ -759,6 +763,7 @@ class _Progress:
     def __enter__(self):
         if not self.enabled:
             return lambda result: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         self.p = Progress(
@@ -766,6 +771,7 @@ class _Progress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            console=Console(stderr=True),  # stdout keeps the result (--json) clean
         )
         self.p.__enter__()
         self.task = self.p.add_task(

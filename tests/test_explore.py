@@ -65,7 +65,7 @@ def test_the_example_sweeps_at_least_24_points():
     assert len({(p.weight_bits, p.sparsity) for p in points}) == 6
 
 
-def test_sweep_resumes_after_an_interruption_and_yields_a_pareto_front(tmp_path):
+def test_sweep_resumes_after_an_interruption_and_yields_a_pareto_front(tmp_path, capsys):
     """One test (one sweep, also under pytest-xdist): resume, then the front and plot."""
     out = tmp_path / "sweep"
     first, res = interrupted_then_resumed(out)
@@ -77,6 +77,21 @@ def test_sweep_resumes_after_an_interruption_and_yields_a_pareto_front(tmp_path)
     assert len(list((out / "points").glob("*.json"))) == 24
     check_front(res, out)
     check_existing_folders(out, tmp_path)
+    # the CLI on the finished folder: everything cached, no cluster started, JSON on stdout
+    config = tmp_path / "quick.toml"
+    config.write_text(
+        EXAMPLE.read_text()
+        .replace("epochs = 40", "epochs = 5")
+        .replace("finetune_epochs = 20", "finetune_epochs = 2")
+    )
+    assert load_explore_config(config) == quick_config()
+    from pqflow.cli import main
+
+    capsys.readouterr()
+    main(["explore", str(config), "-o", str(out), "--resume", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["points"], doc["computed"], doc["cached"]) == (24, 0, 24)
+    assert [p["key"] for p in doc["pareto"]] == [r["key"] for r in res.front]
 
 
 def check_front(res, out: Path) -> None:
