@@ -22,6 +22,7 @@ from pqflow.ir import (
     BinaryConv2d,
     BinaryDense,
     Bipolar,
+    ChannelGate,
     Conv2d,
     Dense,
     Dequantize,
@@ -201,6 +202,22 @@ def folded(graph, pe: int, simd: int) -> Design:
     return Design(graph, impls)
 
 
+def gate_graphs(rng):
+    """ChannelGate on pixels (stream) with the saliency from a global average pool, and
+    on a vector (array); 2-bit saliencies, so ties (the lower channel wins) are common."""
+    b = GraphBuilder("gate_stream")
+    xt = Fixed(4, 1, True)
+    x = b.input("x", xt, (4, 4, 6))
+    s = b.add(Flatten(), b.add(AvgPool2d((4, 4), (4, 4)), x))
+    s = b.add(Requant(Fixed(2, 0, False), (1,), (2,), Rounding.FLOOR, Overflow.SATURATE), s)
+    stream = b.build(b.add(ChannelGate(3, scale=True), x, s)), raws(rng, xt, (4, 4, 6), 200)
+    b = GraphBuilder("gate_array")
+    x = b.input("x", xt, (7,))
+    s = b.add(Requant(Fixed(2, 1, True), (1,), (1,), Rounding.HALF_UP, Overflow.WRAP), x)
+    array = b.build(b.add(ChannelGate(2, scale=False), x, s)), raws(rng, xt, (7,), 200)
+    return stream, array
+
+
 def small_cases():
     rng = np.random.default_rng(7)
     cases = {}
@@ -228,6 +245,7 @@ def small_cases():
     cases["cnn_folded"] = (folded(g, pe=1, simd=4), x)
     cases["residual"] = residual_cnn_graph(rng)
     cases["bcnn"] = binary_cnn_graph(rng)
+    cases["gate_stream"], cases["gate_array"] = gate_graphs(rng)
     return cases
 
 
@@ -276,6 +294,11 @@ def test_generation_is_deterministic(tmp_path):
     assert a.digest == b.digest
     for rel in a.files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    # the sparse style too: same graph, same row lists, same bytes
+    g1, _ = mlp_graph(np.random.default_rng(3), True)
+    g2, _ = mlp_graph(np.random.default_rng(3), True)
+    s1, s2 = render_hls(g1, "sparse", pe=3), render_hls(g2, "sparse", pe=3)
+    assert s1.files == s2.files and s1.digest == s2.digest != a.digest
     names = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*"))
     assert names == sorted(
         [

@@ -69,6 +69,7 @@ from ...ir import (
     BinaryConv2d,
     BinaryDense,
     Bipolar,
+    ChannelGate,
     Conv2d,
     Dense,
     Dequantize,
@@ -517,6 +518,11 @@ def _(op: Requant, node, ins, out, ctx):
         lo, hi = sorted((xt.min_raw * m, xt.max_raw * m))
         pw = max(bits_for(min(lo, -1), hi), s + 1)
         chans.append({"mult": lit(m), "shift": s, "pw": pw})
+    # One product width for every channel (the widest): per-channel widths would make g++
+    # instantiate an ap_fixed type per channel (a float-scale CNN compiled 50 s, not 10).
+    pw = max(c["pw"] for c in chans)
+    for c in chans:
+        c["pw"] = pw
     uniform = len(op.mult) == 1 and len(op.shift) == 1
     return NodeCode(
         "requant.j2",
@@ -546,6 +552,11 @@ def _(op: MultiThreshold, node, ins, out, ctx):
             "cnt_bits": bits_for(min(op.offset, -1), op.offset + n),
         },
     )
+
+
+@_register(ChannelGate)
+def _(op: ChannelGate, node, ins, out, ctx):
+    return NodeCode("channel_gate.j2", {"k": op.k, "scale": op.scale})
 
 
 @_register(Flatten)
