@@ -31,6 +31,13 @@ vector out per image; II is cycles per image)::
 
     .venv/bin/python benchmarks/bench_rtl.py --cnn --images 360
 
+``--gated`` builds the digits ``gated_cnn`` of ``tests/hwgen/test_gated_rtl.py`` (issue 6
+part C: 8 bits, each gated block one fused ``GatedConvUnit`` on 2 PE lanes) keeping half
+of the channels per block and, for comparison, all of them (a ``gated_cnn(keep=1.0)``
+trained the same way)::
+
+    .venv/bin/python benchmarks/bench_rtl.py --gated --images 360 --no-icarus
+
 ``--resnet`` builds the digits resnet_tiny of ``tests/hwgen/test_residual_rtl.py`` (its
 skip FIFO depths are in the table; ``benchmarks/bench_residual.py``)::
 
@@ -48,6 +55,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +100,11 @@ def main() -> None:
         action="store_true",
         help="the digits CNNs (issue 6) as pixel streams instead of the MLPs",
     )
+    ap.add_argument(
+        "--gated",
+        action="store_true",
+        help="the digits gated_cnn (issue 6: dynamic channel gating), keep 0.5 and 1.0",
+    )
     ap.add_argument("--images", type=int, default=360, help="test images per run (at most 360)")
     args = ap.parse_args()
     if args.resnet:
@@ -106,11 +119,25 @@ def main() -> None:
     from pqflow.sim.graph import verify_graph
 
     t0 = time.perf_counter()
-    if args.cnn:
+    if args.gated:
+        mod = _test_graphs("test_gated_rtl")
+        builds = []
+        for keep in (0.5, 1.0):
+            data, g = mod.digits_gated(keep=keep)
+            d = mod.gated_design(g)  # keep 0.5: the very design of the CI test
+            if keep != 0.5:
+                d = replace(d, name=f"{d.name}_keep{int(keep * 100)}")
+            builds.append((f"gated cnn w8 keep {keep}", "gated, 2 PE", d))
+    elif args.cnn:
         mod = _test_graphs("test_conv_rtl")
         data, cnn8, bcnn = mod.digits_cnns()
-        labels = [("cnn w8 50% filters", "folded"), ("binary cnn", "folded")]
-        builds = [(*lab, d) for lab, d in zip(labels, mod.cnn_designs(cnn8, bcnn), strict=True)]
+        labels = [
+            ("cnn w8 50% filters", "folded"),
+            ("binary cnn", "folded"),
+            ("cnn w8 50% filters", "sparse pe=8"),
+        ]
+        designs = mod.cnn_designs(cnn8, bcnn, more=True)
+        builds = [(*lab, d) for lab, d in zip(labels, designs, strict=True)]
     else:
         mod = _test_graphs()
         data, sparse, binary = mod.digits_graphs()
@@ -118,7 +145,7 @@ def main() -> None:
     x = data.x_test[: args.images]
     builds = (
         builds
-        if args.cnn
+        if args.cnn or args.gated
         else [
             (
                 "w8a8 80% sparse",

@@ -73,11 +73,16 @@ def digits_cnns():
     return data, cnn8, bcnn
 
 
-def cnn_designs(cnn8, bcnn) -> list[Design]:
-    return [
+def cnn_designs(cnn8, bcnn, *, more: bool = False) -> list[Design]:
+    """The CI designs (cnn8 folded, bcnn folded); ``more`` adds the benchmark's cnn8 on
+    sparse engines (EIE-style, pe=8, zero activations skipped)."""
+    designs = [
         Design(cnn8, CNN8_FOLDED, name="digits_cnn8_folded"),
         Design(bcnn, BCNN_FOLDED, name="digits_bcnn_folded"),
     ]
+    if more:
+        designs.append(Design.uniform(cnn8, "sparse", pe=8, name="digits_cnn8_sparse8"))
+    return designs
 
 
 @pytest.fixture(scope="module")
