@@ -416,7 +416,8 @@ def run_stream(
     if xs.shape[0] // in_beats != ys.shape[0] // out_beats:
         raise ValueError(
             f"in_vectors has {xs.shape[0] // in_beats} samples but expected has "
-            f"{ys.shape[0] // out_beats}: the bench expects one output sample per input sample"
+            f"{ys.shape[0] // out_beats}: the bench expects one output vector per input vector "
+            f"(a sample of {out_beats} beats per sample of {in_beats})"
         )
     for name, p in (("stall_prob", stall_prob), ("backpressure_prob", backpressure_prob)):
         if not 0.0 <= p < 1.0:
