@@ -39,12 +39,14 @@ per sparsity, quantize, lower and run the oracle per (bits, sparsity), estimate 
 point -- on a local cluster (processes, 2 workers) by default or on a running one given
 its scheduler address. The client writes each finished point to ``OUT/points/<key>.json``
 (each graph to ``OUT/graphs/<key>.json``, each pruned model to ``OUT/models/<key>.pt``)
-the moment it arrives, keyed by a hash of everything that determines it, so an
-interrupted sweep resumed with ``resume=True`` computes only what is missing.
+the moment it arrives, keyed by a hash of everything that determines it (its part of the
+config and pqflow's source), so an interrupted sweep resumed with ``resume=True``
+computes only what is missing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -288,27 +290,31 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _code_digest() -> str:
-    """What else decides a point's scores: pqflow's version and the estimator's coefficients."""
-    from importlib.metadata import version
-
-    __version__ = version("pqflow")
-    from .estimate.models import COEFFICIENTS_PATH
-
-    coef = COEFFICIENTS_PATH.read_bytes() if COEFFICIENTS_PATH.exists() else b""
-    return _digest([__version__, hashlib.sha256(coef).hexdigest()])
+@functools.cache
+def code_digest() -> str:
+    """A hash of the pqflow source a point's scores come from (models, IR, oracle, hardware,
+    estimator and this module): a cached point of older code is computed again."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for sub in ("estimate", "hwgen", "ir", "kernels", "models"):
+        for p in sorted((root / sub).rglob("*")):
+            if p.suffix in (".py", ".json", ".j2") and "__pycache__" not in p.parts:
+                h.update(str(p.relative_to(root)).encode())
+                h.update(p.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:20]
 
 
 def model_key(cfg: ExploreConfig, sparsity: float) -> str:
-    return _digest([asdict(cfg.model), asdict(cfg.train), sparsity])
+    return _digest([asdict(cfg.model), asdict(cfg.train), sparsity, code_digest()])
 
 
 def graph_key(cfg: ExploreConfig, p: Point) -> str:
     return _digest([model_key(cfg, p.sparsity), p.weight_bits, p.act_bits])
 
 
-def point_key(cfg: ExploreConfig, p: Point, code: str) -> str:
-    return _digest([graph_key(cfg, p), asdict(p), cfg.score.device, cfg.score.yosys, code, FORMAT])
+def point_key(cfg: ExploreConfig, p: Point) -> str:
+    return _digest([graph_key(cfg, p), asdict(p), cfg.score.device, cfg.score.yosys, FORMAT])
 
 
 # --- the tasks (run on Dask workers: module-level functions, plain arguments) ---------------
@@ -668,9 +674,8 @@ def run_sweep(
     """
     out = prepare_out(Path(out), force, resume)
     _write_atomic(out / MARKER, json.dumps({"format": FORMAT, "config": asdict(cfg)}, indent=2))
-    code = _code_digest()
     points = points_of(cfg)
-    keys = [point_key(cfg, p, code) for p in points]
+    keys = [point_key(cfg, p) for p in points]
     results: dict[str, dict] = {}
     for k in keys:
         r = _read_json(out / "points" / f"{k}.json")
