@@ -54,6 +54,8 @@ def main() -> None:
         note = ""
         if name == "train":
             note = f"float accuracy {st.summary['float']['accuracy']:.2%}"
+        elif name == "compress":
+            note = f"compressed accuracy {st.summary['quantized']['accuracy']:.2%}"
         elif name == "lower":
             note = f"{st.summary['ir']['nodes']} nodes, {st.summary['ir']['nonzero']} weights"
         elif name == "oracle":
