@@ -134,8 +134,8 @@ INPUT_BITS = 24
 """Width of the fine ``Quantize`` in front of a float-scaled input quantizer."""
 
 SUPPORTED = (
-    "QuantLinear, QuantConv2d (dilation 1, zero padding), QuantAct (uniform with zero "
-    "point 0, or binary sign with unit scale), MaxPool2d, AvgPool2d (power-of-two "
+    "QuantLinear, QuantConv2d (dilation 1, zero padding), QuantAct (uniform, per-tensor, "
+    "any zero point; or binary sign with unit scale), MaxPool2d, AvgPool2d (power-of-two "
     "windows), Identity, Dropout, ChannelsFirst, FlattenHWC, Flatten, residual add, "
     "QuantGatedConvBlock (global-average gate, pool=1)"
 )
@@ -512,42 +512,51 @@ class _Lowering:
             raise _unsupported(path, mod, f"{spec.mode} activations")
         if q.scale.dim() != 0:
             raise _unsupported(path, mod, "per-channel activation scales")
-        if float(q.zero_point) != 0.0:
-            raise _unsupported(path, mod, "a nonzero activation zero point (asymmetric grid)")
         if spec.narrow:
             raise _unsupported(path, mod, "narrow-range activations")
         s_out = float(q.scale)
+        # codes q = clamp(round(x / s) + zp, qmin, qmax) stand for (q - zp) * s: the IR
+        # carries the honest raws q - zp, clamped to [qmin - zp, qmax - zp]
+        zp = int(round(float(q.zero_point)))
+        lo, hi = spec.qmin - zp, spec.qmax - zp
         if v.kind == "float":
-            return self.quantize_input(path, mod, v, s_out)
+            return self.quantize_input(path, mod, v, s_out, lo, hi)
         if v.kind != "int":
             raise _unsupported(path, mod, f"a uniform quantizer on a {v.kind} value")
-        frac = _frac_of(np.array([s_out]))
-        to = Fixed(spec.bits, frac, spec.signed)
+        to = Fixed.fitting(lo, hi, _frac_of(np.array([s_out])))
         t = self.type_of(v)
-        if spec.bits <= THRESHOLD_BITS or v.offset is not None:
-            return self.thresholds(path, v, t, s_out, to, spec.qmin, spec.qmax, mod.relu)
+        exact = (to.min_raw, to.max_raw) == (lo, hi)  # a saturating Requant clamps right
+        if spec.bits <= THRESHOLD_BITS or v.offset is not None or not exact:
+            return self.thresholds(path, v, t, s_out, to, lo, hi, mod.relu)
         src = v.name
         if mod.relu and t.dtype.signed:
             src = self.add(ReLU(), src, name=f"{path}.relu")
         out = self.requant(replace(v, name=src), v.scale / s_out, to, path, path)
         return _Val(out, "int", np.array([s_out]), layout=v.layout)
 
-    def quantize_input(self, path: str, mod: QuantAct, v: _Val, s: float) -> _Val:
-        spec = mod.quant.spec
+    def quantize_input(self, path: str, mod: QuantAct, v: _Val, s: float, lo: int, hi: int):
+        """The model input onto codes [lo, hi] (honest raws, see ``act``)."""
         if mod.relu:
             raise _unsupported(path, mod, "a ReLU on the model input")
+        to = Fixed.fitting(lo, hi, _frac_of(np.array([s])))
+        exact = (to.min_raw, to.max_raw) == (lo, hi)
         if is_pow2(s):
-            to = Fixed(spec.bits, _frac_of(np.array([s])), spec.signed)
-            out = self.add(Quantize(to, Rounding.HALF_EVEN, Overflow.SATURATE), v.name, name=path)
-            return _Val(out, "int", np.array([s]), layout=v.layout)
-        top = max(abs(spec.qmin), spec.qmax) * s
-        fine_frac = pow2_frac(top, INPUT_BITS, spec.signed)
-        fine = Fixed(INPUT_BITS, fine_frac, spec.signed)
+            name = path if exact else f"{path}.wide"
+            out = self.add(Quantize(to, Rounding.HALF_EVEN, Overflow.SATURATE), v.name, name=name)
+            val = _Val(out, "int", np.array([s]), layout=v.layout)
+            if exact:
+                return val
+            return self.thresholds(path, val, self.type_of(val), s, to, lo, hi, False)
+        top = max(abs(lo), abs(hi)) * s
+        fine_frac = pow2_frac(top, INPUT_BITS, lo < 0)
+        fine = Fixed(INPUT_BITS, fine_frac, lo < 0)
         f = self.add(
             Quantize(fine, Rounding.HALF_EVEN, Overflow.SATURATE), v.name, name=f"{path}.fine"
         )
         fv = _Val(f, "int", np.array([2.0**-fine_frac]), layout=v.layout)
-        to = Fixed(spec.bits, _nominal_frac(np.array([s])), spec.signed)
+        if not exact:
+            return self.thresholds(path, fv, self.type_of(fv), s, to, lo, hi, False)
+        to = Fixed(to.width, _nominal_frac(np.array([s])), to.signed)
         out = self.requant(fv, fv.scale / s, to, path, path)
         return _Val(out, "int", np.array([s]), layout=v.layout)
 
