@@ -103,7 +103,9 @@ def test_cli_gen_and_verify_take_a_residual_graph(tmp_path, capsys):
     assert "skip FIFO depths (beats, by Add node): add0 7, add1 7" in text
     info = json.loads((tmp_path / "out" / "design.json").read_text())
     assert info["fifo_depths"] == {"add0": 7, "add1": 7}
-    code, text, err = _cli("verify", path, "--sim", "icarus", "-n", 5, "--json", capsys=capsys)
+    code, text, err = _cli(  # AXI-Stream ports around the DAG top
+        "verify", path, "--axis", "--sim", "icarus", "-n", 5, "--json", capsys=capsys
+    )
     assert code == 0, err
     res = json.loads(text)
     assert res["bit_exact"] is True and res["vectors"] == 5 and res["mismatches"] == 0

@@ -51,11 +51,16 @@ def tdata_bits(payload_bits: int) -> int:
 
 
 class AxisTop(wiring.Component):
-    """``core`` (a ``DataflowTop``) with AXI-Stream ports; see the module docstring."""
+    """``core`` (a ``DataflowTop`` or ``DataflowGraphTop``) with AXI-Stream ports; see the
+    module docstring."""
 
     def __init__(self, core: DataflowTop) -> None:
-        if not isinstance(core, DataflowTop):
-            raise TypeError(f"AxisTop: core must be a DataflowTop, not {core!r}")
+        from .graph_top import DataflowGraphTop
+
+        if not isinstance(core, DataflowTop | DataflowGraphTop):
+            raise TypeError(
+                f"AxisTop: core must be a DataflowTop or DataflowGraphTop, not {core!r}"
+            )
         self.core = core
         self.in_bits = core.in_type.dtype.width * core.in_count  # one beat
         self.out_bits = core.out_type.dtype.width * core.out_count
