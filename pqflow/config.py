@@ -149,8 +149,8 @@ class CompressConfig:
 @dataclass(frozen=True)
 class HardwareConfig:
     style: str = "unrolled"  # unrolled, folded or sparse (every Dense layer)
-    pe: int = 1  # folded and sparse: processing elements
-    simd: int = 1  # folded: input lanes per PE
+    pe: int = 1  # folded and sparse: processing elements (at most; fitted per layer)
+    simd: int = 1  # folded: input lanes per PE (at most; fitted per layer)
     top: str = "pqflow_top"
     axis: bool = False  # AXI-Stream port names (tdata/tvalid/tready) on the top
 

@@ -214,7 +214,7 @@ def _design(st: FlowState):
     from .hwgen import Design
 
     hw = st.config.hardware
-    return Design.uniform(st.graph, hw.style, name=hw.top, **hw.impl_options())
+    return Design.fitted(st.graph, hw.style, pe=hw.pe, simd=hw.simd, name=hw.top)
 
 
 def step_generate(st: FlowState) -> None:

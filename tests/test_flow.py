@@ -167,3 +167,29 @@ def test_cli_from_step_choices_are_the_flow_steps():
 
     opt = next(p for p in flow_cmd.params if p.name == "from_step")
     assert list(opt.type.choices) == [s for s in STEP_NAMES if s not in ("data", "summary")]
+
+
+@pytest.mark.icarus
+def test_cnn_flow_end_to_end(tmp_path, monkeypatch):
+    """The digits CNN, 50% of its filters pruned, w8a8, on folded engines fitted from
+    pe=4 (the 10-output head gets pe=2): oracle bit-exact with torch, RTL on Icarus, HLS in
+    C simulation, an estimate whose II is the simulated one, and a report."""
+    monkeypatch.setenv("PQFLOW_CACHE", str(tmp_path / "cache"))
+    doc = tomllib.loads((EXAMPLE.parent / "digits_cnn.toml").read_text())
+    doc["train"] = {"epochs": 4, "finetune_epochs": 2}
+    doc["verify"] = {"simulator": "icarus", "vectors": 4}
+    doc["hls"] = {"vectors": 20}
+    st = run_flow(parse_config(doc), tmp_path / "cnn", progress=False)
+    s = json.loads((tmp_path / "cnn" / "summary.json").read_text())
+    assert st.passed and s["oracle"]["bit_exact_vs_torch"] is True
+    assert s["oracle"]["accuracy"] == s["quantized"]["accuracy"] >= 0.9
+    design = json.loads((tmp_path / "cnn" / "design.json").read_text())
+    pes = {n: d["pe"] for n, d in design["nodes"].items()}
+    head = [n for n in st.graph.nodes if isinstance(n.op, ir.Dense)][-1]
+    assert max(pes.values()) == 4 and pes[head.name] == 2
+    v = s["verify"]
+    assert v["bit_exact"] is True and v["vectors"] == 4 and v["mismatches"] == 0
+    assert s["hls"]["bit_exact"] is True and s["hls"]["vectors"] == 20
+    assert s["estimate"]["ii"] == v["ii_cycles"]
+    convs = [n for n in st.graph.nodes if isinstance(n.op, ir.Conv2d)]
+    assert [n.op.weight.shape[0] for n in convs] == [8, 16]  # half the filters are gone

@@ -243,6 +243,39 @@ class Design:
         unit = UnitOptions(**{k: v for k, v in options.items() if k in unit_keys})
         return cls(graph, {n.name: impl for n in _matrix_nodes(graph)}, unit, name)
 
+    @classmethod
+    def fitted(
+        cls,
+        graph: Graph,
+        style: str = "unrolled",
+        *,
+        pe: int = 1,
+        simd: int = 1,
+        name: str = "pqflow_top",
+    ) -> Design:
+        """Every matrix node in one ``style`` with ``pe``/``simd`` as upper bounds: each
+        node gets the largest factor that divides its matrix (outputs for PE, inputs for
+        SIMD) and is at most the bound, so one setting fits every layer."""
+        if style not in IMPLS:
+            raise DesignError(f"style must be one of {', '.join(map(repr, STYLES))}, not {style!r}")
+        for what, v in (("pe", pe), ("simd", simd)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise DesignError(f"{what} must be a positive integer, not {v!r}")
+
+        def largest_divisor(n: int, at_most: int) -> int:
+            return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+        impls: dict[str, Impl] = {}
+        for n in _matrix_nodes(graph):
+            mh, mw = matrix_shape(n)
+            if style == "folded":
+                impls[n.name] = Folded(largest_divisor(mh, pe), largest_divisor(mw, simd))
+            elif style == "sparse":
+                impls[n.name] = IMPLS["sparse"](min(pe, mh))
+            else:
+                impls[n.name] = IMPLS[style]()
+        return cls(graph, impls, UnitOptions(), name)
+
     def describe(self) -> dict:
         """JSON-ready: graph name, top name, shared options, per-node implementation."""
         return {
