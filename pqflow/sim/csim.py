@@ -295,7 +295,8 @@ def csim_many(
     """C-simulate several (graph or design, input batch) cases linked into one binary.
 
     Case i gets the top function ``f"{top}{i}"``; ``style``/``pe``/``simd`` apply to the
-    cases given as Graphs. One compile (cached) for all of them.
+    cases given as Graphs. One compile (cached) for all of them; the runs go in parallel
+    (one per core).
     """
     projects, vectors = [], []
     for i, (source, x) in enumerate(cases):
@@ -304,10 +305,13 @@ def csim_many(
         projects.append(render_hls(source, top=f"{top}{i}", **kw))
         vectors.append(oracle_vectors(graph, x))
     binary, cached, seconds = build_csim(projects)
-    return [
-        run_csim(binary, p, a, b, cached=cached, compile_seconds=seconds)
-        for p, (a, b) in zip(projects, vectors, strict=True)
-    ]
+    # The designs' test benches run in parallel, one per core (each is one process).
+    with ThreadPoolExecutor(max_workers=max(1, min(len(projects), os.cpu_count() or 1))) as pool:
+        runs = [
+            pool.submit(run_csim, binary, p, a, b, cached=cached, compile_seconds=seconds)
+            for p, (a, b) in zip(projects, vectors, strict=True)
+        ]
+        return [r.result() for r in runs]
 
 
 def csim(
