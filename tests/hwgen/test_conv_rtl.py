@@ -128,3 +128,5 @@ def test_digits_cnn_in_rtl(digits_cnn_models, which):
     # the latency is at least the schedule's bound: all 64 pixels, then every unit's latency
     sched = DataflowTop(design).schedule
     assert sched.need == (64,) and res.latency_cycles >= 63 + sched.latency
+    # and the top's model (stream_latency over the units' schedules) is within 10%
+    assert abs(res.latency_cycles - v.latency) <= 0.1 * res.latency_cycles, v.latency

@@ -51,6 +51,7 @@ class PoolUnit(wiring.Component):
         self.cycles_per_vector = self.window.cycles_per_vector
         ho, wo = self.window.out_shape
         self.schedule = compose(self.window.schedule, elementwise(ho * wo, 1))
+        self.pace = 1
         c = self.shape[2]
         super().__init__(
             {

@@ -25,6 +25,7 @@ Every unit has a ``schedule`` (``schedule.Schedule``) besides ``latency`` and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import singledispatch
@@ -358,6 +359,31 @@ def hardware_chain(graph: Graph) -> tuple[TensorType, list[Node], TensorType]:
     return in_type, nodes, out_type
 
 
+def _pace(unit) -> float:
+    """Fewest cycles between two output beats of ``unit``: its ``pace`` attribute (a
+    window unit: 1; a convolution: its engine's II), else its average."""
+    s = unit.schedule
+    return getattr(unit, "pace", s.cycles_per_sample / s.out_beats)
+
+
+def stream_latency(units: list[tuple[Schedule, float]], in_beats: int) -> int:
+    """Cycles from the first input beat of a sample to its first output beat through units
+    given as (schedule, pace), stall-free, input beats arriving one per cycle.
+
+    Each unit's output beat j leaves ``latency`` cycles after its ``need[j]``-th input
+    beat, and no sooner than ``pace`` cycles after beat j - 1. For one-beat samples this
+    is the sum of the units' latencies.
+    """
+    times: list[float] = list(range(in_beats))
+    for s, pace in units:
+        out: list[float] = []
+        for n in s.need:
+            t = times[n - 1] + s.latency
+            out.append(max(t, out[-1] + pace) if out else t)
+        times = out
+    return math.ceil(times[0])
+
+
 def _flat_beats(t: TensorType) -> tuple[int, tuple[int]]:
     beats, shape = beat_layout(t.shape)
     return beats, (int(np.prod(shape)),)
@@ -371,9 +397,10 @@ class DataflowTop(wiring.Component):
     the graph's first ``Quantize``; ``o`` gives the beats of its last integer node (one
     beat per sample for a vector, H * W beats of C raws for an (H, W, C) tensor:
     ``in_beats``/``in_count`` and ``out_beats``/``out_count`` per sample and per beat).
-    ``latency`` is the sum of the units' latencies (for vectors: cycles from an accepted
-    input to its output when nothing stalls; for pixel streams a lower bound counted from
-    the last input beat an output needs); ``cycles_per_vector`` (the II) is the largest
+    ``latency`` is the cycles from the first accepted input beat to the first output beat
+    when nothing stalls (``stream_latency``: for vectors the sum of the units'
+    latencies; for pixel streams a model from the units' schedules, input beats one per
+    cycle); ``cycles_per_vector`` (the II) is the largest
     of the units' cycles per *sample* (per image for a pixel-stream CNN; None when one of
     them depends on the data); ``schedule`` composes the units' schedules.
     """
@@ -409,7 +436,11 @@ class DataflowTop(wiring.Component):
                 self.units.append((n.name, unit))
             t = types[n.name]
         lat = [getattr(u, "latency", None) for _, u in self.units]
-        self.latency = None if None in lat else sum(lat)
+        self.latency = (
+            None
+            if None in lat
+            else stream_latency([(u.schedule, _pace(u)) for _, u in self.units], self.in_beats)
+        )
         cpv = [getattr(u, "cycles_per_vector", 1) for _, u in self.units]
         if None in cpv:
             self.cycles_per_vector = None

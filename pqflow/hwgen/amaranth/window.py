@@ -109,6 +109,7 @@ class WindowGenerator(wiring.Component):
         self.n_out = kernel[0] * kernel[1] * c
         self.latency = 1
         self.cycles_per_vector = self.hp * self.wp
+        self.pace = 1  # windows of one row can leave on consecutive cycles
         self.schedule = Schedule(
             h * w,
             self.out_shape[0] * self.out_shape[1],
@@ -248,6 +249,7 @@ class ConvUnit(wiring.Component):
         self.latency = window.latency + engine.latency
         self.cycles_per_vector = None if cpv is None else max(window.cycles_per_vector, beats * cpv)
         self.schedule = compose(window.schedule, elementwise(beats, engine.latency, bound))
+        self.pace = bound  # cycles between two windows through the engine
         super().__init__(
             {
                 "i": In(window.signature.members["i"].signature.flip()),
@@ -280,6 +282,7 @@ class Deserializer(wiring.Component):
         self.latency = 1
         self.cycles_per_vector = beats
         self.schedule = Schedule(beats, 1, (beats,), 1, beats)
+        self.pace = beats
         super().__init__(
             {
                 "i": In(vector_signature(dtype, n)),
