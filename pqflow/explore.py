@@ -496,16 +496,20 @@ def pareto_figure(results: list[dict], front: list[dict], objectives, device_nam
                 linewidths=1.5,
                 label="Pareto front",
             )
-            if o in ("lut", "ff", "latency", "ii") and max(r[o] for r in results) > 50 * max(
-                1, min(r[o] for r in results)
-            ):
+            values = [r[o] for r in results]
+            if min(values) > 0 and max(values) > 50 * min(values):
                 ax.set_xscale("log")
+            if o == "utilization":
+                ax.axvline(1.0, color="#c44e52", lw=0.8, ls=":")
+                ax.text(
+                    1.0, ax.get_ylim()[1], " device full", color="#c44e52", fontsize=7, va="top"
+                )
             unit = {"latency": "cycles", "ii": "cycles", "utilization": f"of {device_name}"}
             ax.set_xlabel(f"{o} ({unit.get(o, 'estimate')})")
             ax.set_ylabel("oracle accuracy (%)")
             ax.set_title(f"accuracy vs {o}")
             ax.grid(True, alpha=0.3)
-        axes[0].legend(loc="lower right", fontsize=7)
+        axes[0].legend(loc="best", fontsize=7)
         fig.suptitle(
             f"{len(results)} design points, {len(front)} on the Pareto front "
             f"({', '.join(objectives)})"
