@@ -1,8 +1,8 @@
 """RTL build of the digits resnet_tiny (issue 6): latency, II, skip FIFO depths, build time.
 
-The graph of ``tests/hwgen/test_residual_rtl.py`` (``resnet_tiny`` trained 2 epochs,
-50% of its filters pruned (L1), w8a8, lowered by ``pqflow.models.lower``) built unrolled
-as a ``DataflowGraphTop``: convolutions on pixel streams (64 one-pixel beats in, one
+The graph of ``tests/hwgen/test_residual_rtl.py`` (``residual_helpers.resnet_tiny``:
+trained 2 epochs, 50% of its filters pruned (L1), w8a8, lowered by ``pqflow.models.lower``)
+built unrolled as a ``DataflowGraphTop``: convolutions on pixel streams (64 one-pixel beats in, one
 vector of 10 logits out per image), a fork, a skip FIFO and an ``Add`` per residual
 block. Verified on Verilator against the oracle with random input stalls and output
 back-pressure (p = 0.3 each); latency and II come from the harness's stall-free timing
@@ -31,13 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _lowered():
-    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "hwgen")]
-    path = ROOT / "tests" / "hwgen" / "test_hls_zoo.py"
-    spec = importlib.util.spec_from_file_location("test_hls_zoo", path)
+def _resnet_tiny():
+    """``resnet_tiny`` of tests/hwgen/residual_helpers.py, so both build the same design."""
+    path = ROOT / "tests" / "hwgen" / "residual_helpers.py"
+    spec = importlib.util.spec_from_file_location("residual_helpers", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.lowered
+    return mod.resnet_tiny
 
 
 def run(images: int = 360, seed: int = 1, depths: dict | None = None) -> int:
@@ -52,7 +52,7 @@ def run(images: int = 360, seed: int = 1, depths: dict | None = None) -> int:
 
     t0 = time.perf_counter()
     data = load_digits_split(image=True)
-    graph = _lowered()("resnet_tiny_pruned", data)
+    graph = _resnet_tiny()(data)
     print(f"model trained, pruned, quantized, lowered in {time.perf_counter() - t0:.1f} s")
     needs = graph_top.DataflowGraphTop(graph).fifo_needs
     if depths:

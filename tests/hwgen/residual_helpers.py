@@ -1,4 +1,5 @@
-"""Residual test graphs and a unit with a lead (a frame buffer) plugged in as a fusion."""
+"""Residual test graphs (vector blocks, the digits resnet_tiny) and a unit with a lead (a
+frame buffer) plugged in as a fusion."""
 
 from __future__ import annotations
 
@@ -51,6 +52,26 @@ def residual_mlp(
         v = b.add(Add(), x, v, name=f"add{k}")
         x = b.add(Requant(Fixed(6, 3, True), (1,), (1,)), v, name=f"rq{k}c")
     return b.build(b.add(Dequantize(), x) if digits else x)
+
+
+def resnet_tiny(data, epochs: int = 2, calib: int = 500):
+    """The digits ``resnet_tiny`` through the real pipeline: trained ``epochs`` (seed 0),
+    50% of its filters pruned (L1), w8a8 power-of-two PTQ (``QuantConfig()`` calibrated on
+    ``calib`` training images), lowered. ``data`` is ``load_digits_split(image=True)``."""
+    import copy
+
+    import torch
+
+    from pqflow.models import TrainConfig, train_or_load
+    from pqflow.models.lower import lower
+    from pqflow.models.prune import prune
+    from pqflow.models.qmodules import QuantConfig, quantize_model
+
+    torch.manual_seed(0)
+    model = train_or_load("resnet_tiny", data.x_train, data.y_train, TrainConfig(epochs=epochs))
+    model = prune(copy.deepcopy(model), "filter", "l1", 0.5)
+    q = quantize_model(model, QuantConfig(), data.x_train[:calib])
+    return lower(q, data.x_train[:4])
 
 
 # -- a unit with a lead: a frame buffer, through a test fusion --------------------------------

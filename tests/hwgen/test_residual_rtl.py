@@ -120,12 +120,12 @@ def test_resnet_tiny_whole_on_verilator():
     with a 1x1-conv skip. Bit-exact on 30 test images under stalls; II = the analytic
     100 cycles per image (the 8x8 image padded to 10x10 windows) with the skip FIFOs at
     their computed depths."""
-    from test_hls_zoo import lowered
+    from residual_helpers import resnet_tiny
 
     from pqflow.models import load_digits_split
 
     data = load_digits_split(image=True)
-    graph = lowered("resnet_tiny_pruned", data)
+    graph = resnet_tiny(data)
     adds = [n.name for n in graph.nodes if type(n.op).__name__ == "Add"]
     assert len(adds) == 2
     d = generate_verilog(graph)
