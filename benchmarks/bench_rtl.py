@@ -138,6 +138,7 @@ def main() -> None:
         ]
         designs = mod.cnn_designs(cnn8, bcnn, more=True)
         builds = [(*lab, d) for lab, d in zip(labels, designs, strict=True)]
+        builds.append(("binary cnn, BinaryConv2d", "folded", mod.xnor_cnn_design(data)))
     else:
         mod = _test_graphs()
         data, sparse, binary = mod.digits_graphs()

@@ -73,6 +73,52 @@ def digits_cnns():
     return data, cnn8, bcnn
 
 
+def xnor_cnn_design(data) -> Design:
+    """For the benchmark: a binary cnn whose second conv is unpadded, so binary QAT
+    lowers it to a real ``BinaryConv2d`` (XNOR-popcount on the folded engine); conv
+    (16 x 3x3, padded) -> thresholds -> max pool -> BinaryConv2d (32 x 3x3x16) ->
+    thresholds -> Dense, all folded (seed 0, QAT 4 epochs)."""
+    import torch
+    from torch import nn
+
+    from pqflow.ir import BinaryConv2d, Dense
+    from pqflow.models import TrainConfig, train
+    from pqflow.models.lower import lower
+    from pqflow.models.qat import qat
+    from pqflow.models.qmodules import QuantConfig, quantize_model
+    from pqflow.models.quantizers import QuantSpec
+    from pqflow.models.zoo import ChannelsFirst, FlattenHWC
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        ChannelsFirst(),
+        *(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()),
+        nn.MaxPool2d(2),
+        *(nn.Conv2d(16, 32, 3, bias=False), nn.BatchNorm2d(32), nn.ReLU()),
+        FlattenHWC(),
+        nn.Linear(128, 10),
+    )
+    fm = train(model, data.x_train, data.y_train, TrainConfig(epochs=8))
+    cfg = QuantConfig(weight=QuantSpec.binary("pow2", axis=0), act=QuantSpec.binary())
+    torch.manual_seed(0)
+    q = qat(
+        quantize_model(fm, cfg, data.x_train[:500]),
+        data.x_train,
+        data.y_train,
+        TrainConfig(epochs=4, lr=1e-2, weight_decay=0.0),
+    )
+    g = lower(q, data.x_train[:4])
+    impls = {}
+    for n in g:
+        if isinstance(n.op, BinaryConv2d):  # 32 x 144: 9 folds per window, 4 windows
+            impls[n.name] = Folded(pe=32, simd=16)
+        elif isinstance(n.op, Dense):
+            impls[n.name] = Folded(pe=10, simd=16)
+        elif isinstance(n.op, Conv2d):
+            impls[n.name] = Folded(pe=16, simd=9)
+    return Design(g, impls, name="digits_xnor_cnn_folded")
+
+
 def cnn_designs(cnn8, bcnn, *, more: bool = False) -> list[Design]:
     """The CI designs (cnn8 folded, bcnn folded); ``more`` adds the benchmark's cnn8 on
     sparse engines (EIE-style, pe=8, zero activations skipped)."""
