@@ -3,8 +3,8 @@
 - A small gated block built with the IR builder (per-channel requant after the conv, both
   ``scale`` settings, 1 and 2 PE lanes): the fused unit alone against the oracle with
   random input stalls and output back-pressure, on Verilator and Icarus.
-- Cycles fall with the kept channels: the same block keeping 3 or 6 of 6 channels,
-  measured in simulation, equals the unit's analytic ``cycles_per_vector``.
+- Cycles fall with the kept channels: the block keeping 3 or 6 of 6 channels, measured
+  in simulation, equals the unit's analytic ``cycles_per_vector``.
 - The digits ``gated_cnn`` (8 bits, power-of-two scales, half the channels kept per
   block, ``scale=True``) from the real pipeline, generated whole (gated blocks fused,
   max pools, Flatten, Dense head) on ``N_CI`` test images on Verilator;
@@ -96,24 +96,23 @@ def test_gated_blocks_are_found_and_fused():
 
 @pytest.mark.verilator
 def test_gated_blocks_are_bit_exact_with_stalls_and_cycles_fall_with_fewer_kept_channels():
-    """Three builds: keep 3 or 6 of 6 channels (1 lane, scale on), and keep 3 on 2 lanes
-    with the saliency scale off. Stalls and back-pressure in the stream phase; the
-    stall-free timing phase measures cycles per image."""
+    """Two builds on 2 lanes: keep 3 of 6 channels with the saliency scale, keep all 6
+    without. Stalls and back-pressure in the stream phase; the stall-free timing phase
+    measures cycles per image (one lane: the Icarus test)."""
     x = _images(40)
     ii = {}
-    for k, scale, pe in ((3, True, 1), (6, True, 1), (3, False, 2)):
+    for k, scale in ((3, True), (6, False)):
         g = gated_block(k=k, scale=scale)
-        vd = generate_verilog(_design(g, pe, f"gated_k{k}_s{int(scale)}_pe{pe}"))
-        r = verify_graph(vd, g, x, seed=k + pe, stall_prob=0.4, backpressure_prob=0.4)
+        vd = generate_verilog(_design(g, 2, f"gated_k{k}_s{int(scale)}"))
+        r = verify_graph(vd, g, x, seed=k, stall_prob=0.4, backpressure_prob=0.4)
         assert r.passed, r.summary()
         out = r.outputs.reshape(40, 4, 4, 6)
         assert np.array_equal(out, run(g, x))
         ran = (out != 0).any(axis=(1, 2)).sum(axis=1)
         assert ran.max() <= k and ran.max() >= min(k, 2)  # gated-off channels are exactly 0
-        ii[k, pe] = r.ii_cycles
-        assert r.ii_cycles == vd.cycles_per_vector == 2 + 6 + 16 * -(-k // pe)
-    assert ii[3, 1] < 0.6 * ii[6, 1]  # 56 vs 104 cycles per image
-    assert ii[3, 2] < ii[3, 1]
+        ii[k] = r.ii_cycles
+        assert r.ii_cycles == vd.cycles_per_vector == 2 + 6 + 16 * -(-k // 2)
+    assert ii[3] < 0.75 * ii[6]  # 40 vs 56 cycles per image
 
 
 @pytest.mark.icarus
