@@ -333,8 +333,18 @@ def _write_rtl(d, ir_file: Path, out: Path) -> None:
         "source": str(ir_file),
         "axis": d.axis,
         "ports": d.port_names or "amaranth (clk, rst, i__*, o__*)",
-        "input": {"count": d.in_count, "width": d.in_width, "signed": d.in_signed},
-        "output": {"count": d.out_count, "width": d.out_width, "signed": d.out_signed},
+        "input": {
+            "count": d.in_count,
+            "width": d.in_width,
+            "signed": d.in_signed,
+            "beats": d.in_beats,  # per sample: H * W one-pixel beats for an image
+        },
+        "output": {
+            "count": d.out_count,
+            "width": d.out_width,
+            "signed": d.out_signed,
+            "beats": d.out_beats,
+        },
         "latency_cycles": d.latency,
         "cycles_per_vector": d.cycles_per_vector,
         "fifo_depths": dict(d.fifo_depths),

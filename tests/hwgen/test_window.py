@@ -245,3 +245,23 @@ def test_pixel_stream_verilog_is_deterministic():
     a, b = generate_verilog(d), generate_verilog(d)
     assert a.text == b.text and a.digest == b.digest
     assert (a.in_count, a.in_beats, a.out_count, a.out_beats) == (3, 81, 3, 6)
+
+
+def test_cli_gen_records_the_beats_of_a_pixel_stream(tmp_path, capsys):
+    import json
+
+    from pqflow.cli import main
+    from pqflow.ir.serialize import save
+
+    d, _ = window_chain(1)
+    save(d.graph, tmp_path / "windows.json")
+    out = tmp_path / "out"
+    args = ["gen", tmp_path / "windows.json", "--style", "folded", "--pe", "1", "--simd", "1"]
+    try:
+        main([str(a) for a in [*args, "-o", out]])
+    except SystemExit as e:
+        assert e.code == 0, capsys.readouterr().err
+    info = json.loads((out / "design.json").read_text())
+    assert info["input"] == {"count": 3, "width": 4, "signed": True, "beats": 81}
+    assert info["output"]["beats"] == 6 and info["output"]["count"] == 3
+    assert info["cycles_per_vector"] == 44 * 4 * 36  # per image: the depthwise conv, folded
