@@ -189,3 +189,25 @@ def test_verify_hls_errors(ir_file, tmp_path, capsys):
     ir.save(b.build("fc"), odd)
     msg = one_line_error(*cli("verify", odd, "--target", "hls", "-n", 3, capsys=capsys)[::2])
     assert "digits" in msg
+
+
+def test_gen_and_verify_hls_sparse_cnn(tmp_path, capsys):
+    """A CNN (8x8x1 digits images, stream interface): every conv and dense node sparse."""
+    from test_hls import cnn_graph
+
+    path = tmp_path / "cnn.ir.json"
+    ir.save(cnn_graph(np.random.default_rng(1))[0], path)
+    out = tmp_path / "hls"
+    code, stdout, err = cli(
+        "gen", path, "--target", "hls", "--style", "sparse", "--pe", 2, "-o", out, capsys=capsys
+    )
+    assert code == 0, err
+    assert "(sparse, stream)" in stdout
+    info = json.loads((out / "design.json").read_text())
+    assert {n["style"] for n in info["nodes"].values()} == {"sparse"}
+    assert {n["op"] for n in info["nodes"].values()} >= {"Conv2d", "Dense"}
+    code, stdout, err = cli(
+        "verify", path, "--target", "hls", "--style", "sparse", "--pe", 2, "-n", 30, capsys=capsys
+    )
+    assert code == 0, err
+    assert "bit-exact yes, 30 vectors, 0 mismatches" in stdout
