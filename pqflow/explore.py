@@ -676,6 +676,7 @@ def run_sweep(
     and its cached points are not computed again. ``on_point(result)`` is called (in
     this process) after each point is written.
     """
+    fresh = not Path(out).exists() or force
     out = prepare_out(Path(out), force, resume)
     _write_atomic(out / MARKER, json.dumps({"format": FORMAT, "config": asdict(cfg)}, indent=2))
     points = points_of(cfg)
@@ -687,9 +688,14 @@ def run_sweep(
             results[k] = r
     cached = len(results)
     todo = [(p, k) for p, k in zip(points, keys, strict=True) if k not in results]
-    with _Progress(progress, len(points), cached) as bar:
-        if todo:
-            _compute(cfg, out, todo, results, scheduler, workers, bar, on_point)
+    try:
+        with _Progress(progress, len(points), cached) as bar:
+            if todo:
+                _compute(cfg, out, todo, results, scheduler, workers, bar, on_point)
+    except BaseException:
+        if fresh and not any((out / "points").iterdir()):
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth resuming: leave no folder
+        raise
     # the artefacts leave out where each point ran (kept in its cache file): same bytes
     ordered = [{k: v for k, v in results[key].items() if k != "worker"} for key in keys]
     objectives = list(cfg.score.objectives)
