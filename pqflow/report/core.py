@@ -103,6 +103,9 @@ def _estimate_rows(design: Design, dev: Device, rows: dict[str, dict]) -> str:
     for ctx in ctxs:
         row = rows[ctx.node.name]
         row["style"] = ctx.style
+        if ctx.impl is not None:  # e.g. "folded pe=2 simd=8"
+            fields = {k: v for k, v in ctx.impl.describe().items() if k != "style"}
+            row["style"] = " ".join([ctx.style, *(f"{k}={v}" for k, v in fields.items())])
         try:
             e = node_model(ctx)
         except EstimateError as err:
