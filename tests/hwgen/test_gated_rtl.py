@@ -29,6 +29,7 @@ from pqflow.ir import (
     Flatten,
     Float,
     GraphBuilder,
+    MultiThreshold,
     Quantize,
     ReLU,
     Requant,
@@ -43,19 +44,23 @@ N_CI = 8
 GATED_PE = {"1.conv": 2, "3.conv": 2}  # PE lanes of the two gated blocks
 
 
-def gated_block(k: int = 3, scale: bool = True, seed: int = 0):
+def gated_block(k: int = 3, scale: bool = True, seed: int = 0, thresholds: bool = False):
     """A (4, 4, 2) -> (4, 4, 6) gated block with random weights: conv 3x3 (pad 1) ->
-    per-channel Requant -> ReLU, gated by the top-k of avg -> Requant -> Dense -> ReLU ->
-    Requant, then a Requant of the gated product."""
+    per-channel Requant -> ReLU (or a per-channel MultiThreshold), gated by the top-k of
+    avg -> Requant -> Dense -> ReLU -> Requant, then a Requant of the gated product."""
     rng = np.random.default_rng(seed)
     b = GraphBuilder(f"gated_k{k}")
     q = b.add(Quantize(Fixed(6, 4, False)), b.input("x", Float(), (4, 4, 2)), name="q")
     w = Weight(rng.integers(-7, 8, size=(6, 3, 3, 2)), Fixed(4, 3, True))
     bias = Weight(rng.integers(-60, 60, size=6), Fixed(8, 7, True))
     h = b.add(Conv2d(w, bias, padding=(1, 1, 1, 1)), q, name="conv")
-    mult = tuple(int(v) for v in rng.integers(1, 4, size=6))
-    h = b.add(Requant(Fixed(7, 3, True), mult, (5,)), h, name="conv_rq")
-    h = b.add(ReLU(), h, name="relu")
+    if thresholds:  # per-channel MultiThreshold to 2 bits
+        t = np.sort(rng.integers(-400, 1200, size=(6, 3)), axis=1)
+        h = b.add(MultiThreshold(Weight(t, Fixed(12, 7, True)), Fixed(2, 0, False)), h, name="mt")
+    else:
+        mult = tuple(int(v) for v in rng.integers(1, 4, size=6))
+        h = b.add(Requant(Fixed(7, 3, True), mult, (5,)), h, name="conv_rq")
+        h = b.add(ReLU(), h, name="relu")
     p = b.add(Flatten(), b.add(AvgPool2d((4, 4)), q, name="pool"), name="flat")
     p = b.add(Requant(Fixed(6, 4, False), (1,), (4,)), p, name="pool_rq")
     dw = Weight(rng.integers(-7, 8, size=(6, 2)), Fixed(4, 2, True))
@@ -97,12 +102,12 @@ def test_gated_blocks_are_found_and_fused():
 @pytest.mark.verilator
 def test_gated_blocks_are_bit_exact_with_stalls_and_cycles_fall_with_fewer_kept_channels():
     """Two builds on 2 lanes: keep 3 of 6 channels with the saliency scale, keep all 6
-    without. Stalls and back-pressure in the stream phase; the stall-free timing phase
-    measures cycles per image (one lane: the Icarus test)."""
+    without (and a MultiThreshold activation). Stalls and back-pressure in the stream
+    phase; the stall-free timing phase measures cycles per image (one lane: Icarus)."""
     x = _images(40)
     ii = {}
     for k, scale in ((3, True), (6, False)):
-        g = gated_block(k=k, scale=scale)
+        g = gated_block(k=k, scale=scale, thresholds=not scale)
         vd = generate_verilog(_design(g, 2, f"gated_k{k}_s{int(scale)}"))
         r = verify_graph(vd, g, x, seed=k, stall_prob=0.4, backpressure_prob=0.4)
         assert r.passed, r.summary()

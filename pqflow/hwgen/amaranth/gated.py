@@ -3,10 +3,13 @@
 The lowering (``pqflow.models.lower``) writes a gated block as two branches from one
 input ``x`` (H, W, Cin) that meet in a ``ChannelGate``::
 
-    conv path:  Conv2d -> [ReLU | Requant]*                            -> a (H', W', C)
-    gate path:  AvgPool2d (whole image) -> Flatten -> [ReLU | Requant]*
-                -> Dense -> [ReLU | Requant]*                          -> s (C,)
-    ChannelGate(k, scale)(a, s) -> [ReLU | Requant]*                   -> y (H', W', C)
+    conv path:  Conv2d -> [post]*                                      -> a (H', W', C)
+    gate path:  AvgPool2d (whole image) -> Flatten -> [post]* -> Dense -> [post]*
+                                                                       -> s (C,)
+    ChannelGate(k, scale)(a, s) -> [post]*                             -> y (H', W', C)
+
+where each ``post`` is a ``ReLU``, ``Requant`` or ``MultiThreshold`` (per-channel
+constants allowed).
 
 ``gated_blocks(graph)`` finds these groups and ``GatedConvUnit`` computes one, reading
 the pixel stream of ``x`` (H * W beats of Cin raws, raster order) and writing the pixel
@@ -43,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import reduce
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -56,6 +59,7 @@ from ...ir import (
     Fixed,
     Flatten,
     Graph,
+    MultiThreshold,
     Node,
     ReLU,
     Requant,
@@ -69,7 +73,7 @@ from .schedule import Schedule
 
 __all__ = ["GatedBlock", "GatedConvUnit", "gated_blocks"]
 
-POST_OPS = (ReLU, Requant)
+POST_OPS = (ReLU, Requant, MultiThreshold)
 """Element-wise ops a gated block may hold between its main ops."""
 
 
@@ -202,32 +206,45 @@ def gated_blocks(graph: Graph, design: Design) -> list[Fusion]:
 # -- the unit -----------------------------------------------------------------------------
 
 
+def _post_op(op, dt: Fixed, v: Value, c: int) -> tuple[Fixed, Value | int]:
+    """(output type, logic) of element-wise ``op`` on raw ``v`` (of ``dt``) in channel c."""
+    if isinstance(op, ReLU):
+        return op.infer(TensorType(dt, (1,))).dtype, (Mux(v[-1], 0, v) if dt.signed else v)
+    if isinstance(op, Requant):
+        mult = op.mult[c if len(op.mult) > 1 else 0]
+        shift = op.shift[c if len(op.shift) > 1 else 0]
+        args = (dt.min_raw, dt.max_raw, mult, shift, op.rounding, op.overflow, op.to)
+        return op.to, requant_value(v, *args)
+    t = op.thresholds.data  # MultiThreshold: offset + #{i : v >= T[c, i]} (FINN's >=)
+    row = t[c if t.shape[0] > 1 else 0]
+    hits = [(v >= int(ti)).as_unsigned() for ti in row if dt.min_raw < ti <= dt.max_raw]
+    always = sum(1 for ti in row if ti <= dt.min_raw)
+    base = op.offset + always
+    return op.out, reduce(lambda p, q: p + q, hits, Const(base, signed(base.bit_length() + 2)))
+
+
+def _per_channel(op) -> int:
+    if isinstance(op, Requant):
+        return max(len(op.mult), len(op.shift))
+    if isinstance(op, MultiThreshold):
+        return op.thresholds.shape[0]
+    return 1
+
+
 def _post(m: Module, chain: tuple, v: Value, channel, name: str) -> Value:
     """``v`` through the element-wise ops of ``chain``; ``channel`` is an int or a Signal
-    (per-channel requant constants are then selected by it)."""
+    (per-channel constants are then selected by it)."""
     for k, (_, op, dt) in enumerate(chain):
-        if isinstance(op, ReLU):
-            out_t = op.infer(TensorType(dt, (1,))).dtype
-            val = Mux(v[-1], 0, v) if dt.signed else v
+        per = _per_channel(op)
+        if per == 1 or isinstance(channel, int):
+            out_t, val = _post_op(op, dt, v, channel if per > 1 else 0)
         else:
-            out_t = op.to
-
-            def rq(c: int, op=op, dt=dt, v=v) -> Value | int:
-                mult = op.mult[c if len(op.mult) > 1 else 0]
-                shift = op.shift[c if len(op.shift) > 1 else 0]
-                args = (dt.min_raw, dt.max_raw, mult, shift, op.rounding, op.overflow, op.to)
-                return requant_value(v, *args)
-
-            per = max(len(op.mult), len(op.shift))
-            if per == 1 or isinstance(channel, int):
-                val = rq(channel if per > 1 else 0)
-            else:
-                sel = Signal(element_shape(out_t), name=f"{name}_rq{k}_sel")
-                with m.Switch(channel):
-                    for c in range(per):
-                        with m.Case(c):
-                            m.d.comb += sel.eq(rq(c))
-                val = sel
+            out_t = _post_op(op, dt, v, 0)[0]
+            val = Signal(element_shape(out_t), name=f"{name}_p{k}_sel")
+            with m.Switch(channel):
+                for c in range(per):
+                    with m.Case(c):
+                        m.d.comb += val.eq(_post_op(op, dt, v, c)[1])
         s = Signal(element_shape(out_t), name=f"{name}_p{k}")
         m.d.comb += s.eq(val)  # wrap is the truncation of this assignment
         v = s
@@ -439,5 +456,10 @@ class GatedConvUnit(wiring.Component):
 def _chain_out(chain: tuple, dt: Fixed) -> Fixed:
     """The element type after ``chain``."""
     for _, op, _ in chain:
-        dt = op.to if isinstance(op, Requant) else op.infer(TensorType(dt, (1,))).dtype
+        if isinstance(op, Requant):
+            dt = op.to
+        elif isinstance(op, MultiThreshold):
+            dt = op.out
+        else:
+            dt = op.infer(TensorType(dt, (1,))).dtype
     return dt
