@@ -21,6 +21,9 @@ describes, plus the measure that tells hardware what it can gain:
   training and evaluation; gradients reach the predictor through the saliency scale of
   the kept channels (``scale=True``) or straight through the 0/1 mask (``scale=False``).
   ``channel_gates(model, x)`` gives the gates per input: which channels ran.
+  ``qmodules.quantize_model`` quantizes a gated block (``QuantGatedConvBlock``) and
+  ``lower`` turns it into the IR's ``ChannelGate``; ``hwgen.amaranth.gated`` builds it as
+  one unit that computes only the kept channels.
 - **Skipped work.** ``skipped_work(model, x)`` counts, per input and per Linear/Conv2d,
   the multiply-accumulates that meet a zero activation or belong to a gated output
   channel (and, if asked, a zero weight), out of all the MACs on real data.
