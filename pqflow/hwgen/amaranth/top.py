@@ -75,7 +75,7 @@ from .folded import FoldedDense
 from .pool import PoolUnit
 from .requant import RequantUnit
 from .schedule import Schedule, compose, elementwise
-from .window import ConvUnit, Deserializer, WindowGenerator, conv_as_dense
+from .window import ConvUnit, Deserializer, WindowGenerator, conv_as_dense, conv_fifo_depth
 
 __all__ = [
     "DataflowTop",
@@ -208,7 +208,7 @@ def matrix_unit(node: Node, in_type: TensorType, out_type: TensorType, impl: Imp
     )
     win_type = TensorType(bits or in_type.dtype, (window.n_out,))
     engine = builder(dense, node, win_type, TensorType(out_type.dtype, (out_type.shape[-1],)), impl)
-    return ConvUnit(window, engine)
+    return ConvUnit(window, engine, conv_fifo_depth(window, engine))
 
 
 def binary_as_dense(op: BinaryDense) -> Dense:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ...ir import BinaryConv2d, BinaryDense, Bipolar, Conv2d, Dense, Fixed, Weight
@@ -231,6 +232,24 @@ def conv_as_dense(op: Conv2d | BinaryConv2d, in_channels: int, bits: bool = Fals
     return dense, Fixed(1, 0, False)
 
 
+def conv_fifo_depth(window: WindowGenerator, engine: wiring.Component) -> int:
+    """Windows a ``ConvUnit`` queues between its generator and a slow engine (II > 1):
+    enough engine work to cover the generator's refill between two samples (the padded
+    pixels from the last window of a sample to the first of the next, one per cycle)
+    plus two; 0 for an engine that takes a window every cycle."""
+    cpv = getattr(engine, "cycles_per_vector", 1)
+    if cpv == 1:
+        return 0
+    per = cpv if cpv is not None else 1
+    hp, wp = window.hp, window.wp
+    kh, kw = window.kernel
+    ho, wo = window.out_shape
+    first = (kh - 1) * wp + kw - 1
+    last = ((ho - 1) * window.stride[0] + kh - 1) * wp + (wo - 1) * window.stride[1] + kw - 1
+    gap = hp * wp - last + first
+    return min(ho * wo, -(-gap // per) + 2)
+
+
 class ConvUnit(wiring.Component):
     """A convolution on a pixel stream: a ``WindowGenerator`` feeding a Dense ``engine``.
 
@@ -241,14 +260,19 @@ class ConvUnit(wiring.Component):
     vector).
     """
 
-    def __init__(self, window: WindowGenerator, engine: wiring.Component) -> None:
-        self.window, self.engine = window, engine
+    def __init__(
+        self, window: WindowGenerator, engine: wiring.Component, fifo_depth: int = 0
+    ) -> None:
+        if not isinstance(fifo_depth, int) or fifo_depth < 0:
+            raise ValueError(f"ConvUnit: fifo_depth must be >= 0, not {fifo_depth!r}")
+        self.window, self.engine, self.fifo_depth = window, engine, fifo_depth
         beats = window.out_shape[0] * window.out_shape[1]
         cpv = getattr(engine, "cycles_per_vector", 1)
         bound = cpv if cpv is not None else getattr(engine, "max_cycles", engine.latency)
-        self.latency = window.latency + engine.latency
+        through = engine.latency + (1 if fifo_depth else 0)  # a FIFO adds one cycle
+        self.latency = window.latency + through
         self.cycles_per_vector = None if cpv is None else max(window.cycles_per_vector, beats * cpv)
-        self.schedule = compose(window.schedule, elementwise(beats, engine.latency, bound))
+        self.schedule = compose(window.schedule, elementwise(beats, through, bound))
         self.pace = bound  # cycles between two windows through the engine
         super().__init__(
             {
@@ -262,7 +286,19 @@ class ConvUnit(wiring.Component):
         m.submodules.window = self.window
         m.submodules.engine = self.engine
         wiring.connect(m, wiring.flipped(self.i), self.window.i)
-        wiring.connect(m, self.window.o, self.engine.i)
+        if self.fifo_depth:  # windows queue while the engine works: the generator runs ahead
+            w = self.window.o.payload.as_value()
+            m.submodules.fifo = fifo = SyncFIFO(width=len(w), depth=self.fifo_depth)
+            m.d.comb += [
+                fifo.w_data.eq(w),
+                fifo.w_en.eq(self.window.o.valid),
+                self.window.o.ready.eq(fifo.w_rdy),
+                self.engine.i.payload.as_value().eq(fifo.r_data),
+                self.engine.i.valid.eq(fifo.r_rdy),
+                fifo.r_en.eq(self.engine.i.ready),
+            ]
+        else:
+            wiring.connect(m, self.window.o, self.engine.i)
         wiring.connect(m, self.engine.o, wiring.flipped(self.o))
         return m
 
