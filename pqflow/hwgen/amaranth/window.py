@@ -254,10 +254,11 @@ class ConvUnit(wiring.Component):
     """A convolution on a pixel stream: a ``WindowGenerator`` feeding a Dense ``engine``.
 
     ``engine`` is any matrix unit (``i`` one window, ``o`` one output pixel): unrolled,
-    folded or sparse. ``latency`` = the window's + the engine's; ``cycles_per_vector``
-    (per sample) = max(Hp * Wp, Ho * Wo * engine II), None when the engine's II depends
-    on the data; ``schedule`` composes both (a data-dependent engine counts its slowest
-    vector).
+    folded or sparse. With ``fifo_depth`` > 0 (``conv_fifo_depth``: slow engines) up to
+    that many windows queue in a ``SyncFIFO`` between the two, one more cycle of latency.
+    ``latency`` = the window's + the FIFO's + the engine's; ``cycles_per_vector`` (per
+    sample) = max(Hp * Wp, Ho * Wo * engine II), None when the engine's II depends on the
+    data; ``schedule`` composes both (a data-dependent engine counts its slowest vector).
     """
 
     def __init__(
