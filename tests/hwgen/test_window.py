@@ -153,6 +153,9 @@ def test_top_cycles_per_vector_is_per_image():
     units = dict(top.units)
     assert units["c1"].cycles_per_vector == 10 * 12  # Hp * Wp of the padded input
     assert units["c1"].schedule.out_beats == 44
+    # a window FIFO only before slow engines; it costs one cycle of latency
+    assert units["c1"].fifo_depth == 0 and units["dw"].fifo_depth > 0
+    assert units["dw"].latency == 1 + 1 + units["dw"].engine.latency
     assert top.cycles_per_vector is None  # the sparse engines are data dependent
     du = Design.uniform(d.graph, "folded", pe=1, simd=1)
     top = DataflowTop(du)
