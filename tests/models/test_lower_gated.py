@@ -115,3 +115,20 @@ def test_float_and_unsupported_gated_blocks_fail_with_one_line():
     q._modules["1"] = model._modules["1"]  # a float block inside a quantized model
     with pytest.raises(LoweringError, match=r"module '1' \(GatedConvBlock\).*quantize it"):
         lower(q, x[:4])
+
+
+def test_pruned_gated_cnn_is_bit_exact_and_records_sparsity(float_gated, digits_image):
+    from pqflow.ir import Conv2d, Pattern
+    from pqflow.models.prune import prune
+
+    d = digits_image
+    pruned = prune(copy.deepcopy(float_gated), "element", "l1", 0.8)
+    q = quantize_model(pruned, QuantConfig(), d.x_train[:CALIB])
+    low = lower_with_info(q, d.x_train[:4])
+    g = verify(low.graph)
+    x = d.x_test.astype(np.float64)
+    ref, _ = _torch_double(q, x)
+    assert np.array_equal(run(g, x), ref / low.output_scale)
+    convs = [n.op.weight for n in g if isinstance(n.op, Conv2d)]
+    assert [w.sparsity.pattern for w in convs] == [Pattern.UNSTRUCTURED] * 2
+    assert sum(w.nnz for w in convs) <= 0.3 * sum(w.data.size for w in convs)
