@@ -10,8 +10,9 @@ element-pruned -- for both models, plus ``bcnn`` (an unpadded second conv, so bi
 gives a ``BinaryConv2d``: XNOR-popcount); and the gated cnn (``ChannelGate``).
 
 Measured (2 cores shared by ~7 agents, load ~14, g++ -O0, cold cache): the matrix (11
-designs, one unity build in 2 jobs, each on all 360 images) costs 165 CPU-seconds in all
-(training, QAT and lowering ~15 s); resnet_tiny runs ~0.09 CPU-s per image at -O0.
+designs, one unity build in 2 jobs, each on all 360 images) costs 165 CPU-seconds in all:
+compile 84, runs ~66 (in parallel, one per core), training, QAT and lowering ~15;
+resnet_tiny runs ~0.09 CPU-s per image at -O0.
 -O1 would run faster but compiles ~4x slower and trips -Werror inside ap_types
 (maybe-uninitialized), so the C simulation stays at -O0. Builds are cached per design
 hash, so a rerun pays training and the runs only.
