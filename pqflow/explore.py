@@ -653,9 +653,16 @@ class _Client:
             self.client = Client(self.cluster)
 
     def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        """Disconnect (and stop a local cluster). Runs in ``finally`` blocks, so a slow or
+        failing shutdown is logged, never raised over the error that got us here."""
+        import logging
+
+        closers = [self.client.close] + ([self.cluster.close] if self.cluster else [])
+        for close in closers:
+            try:
+                close(timeout=30)
+            except Exception as e:
+                logging.getLogger(__name__).warning("closing the Dask cluster: %s", e)
 
 
 def run_sweep(
