@@ -90,13 +90,13 @@ def test_gated_blocks_are_found_and_fused():
     assert (unit.in_beats, unit.out_beats, unit.cycles_per_vector) == (16, 16, 40)
     assert unit.schedule.need == (16,) * 16 and unit.latency == 3 + 6 + 2
     # a reader of an inner value outside the block: no fusion
-    b = GraphBuilder("leaky")
-    src = gated_block()
-    b.input("x", Float(), (4, 4, 2))
-    for n in src.nodes:
-        b.add(n.op, *n.inputs, name=n.name)
-    b.add(Requant(Fixed(4, 0, True), (1,), (2,)), "fc", name="spy")
-    assert find_gated_blocks(b.build("out", "spy")) == []
+    for inner in ("fc", "relu", "pool_rq", "conv"):
+        b = GraphBuilder("leaky")
+        b.input("x", Float(), (4, 4, 2))
+        for n in g.nodes:
+            b.add(n.op, *n.inputs, name=n.name)
+        b.add(ReLU(), inner, name="spy")
+        assert find_gated_blocks(b.build("out", "spy")) == [], inner
 
 
 @pytest.mark.verilator

@@ -71,7 +71,7 @@ from .graph_top import Fusion, register_fusion
 from .requant import requant_value
 from .schedule import Schedule
 
-__all__ = ["GatedBlock", "GatedConvUnit", "gated_blocks"]
+__all__ = ["GatedBlock", "GatedConvUnit", "find_gated_blocks", "gated_blocks"]
 
 POST_OPS = (ReLU, Requant, MultiThreshold)
 """Element-wise ops a gated block may hold between its main ops."""
@@ -81,7 +81,7 @@ POST_OPS = (ReLU, Requant, MultiThreshold)
 class GatedBlock:
     """The IR nodes of one gated block (see the module docstring) and their input types.
 
-    Each ``*_post`` is a tuple of (op, input element type) in order.
+    Each ``*_post`` is a tuple of (node name, op, input element type) in order.
     """
 
     x: str
@@ -172,7 +172,7 @@ def find_gated_blocks(graph: Graph) -> list[GatedBlock]:
         h, w, _ = types[x].shape
         if pool.inputs[0] != x or pool.op.kernel != (h, w):
             continue
-        single = [conv.name, a_src, s_src, dense.name, flat.name, pool.name]
+        single = [conv.name, *g.inputs, dense.name, dense.inputs[0], flat.name, pool.name]
         if any(len(graph.consumers(v)) != 1 for v in single):
             continue
         out, gate_post = _post_chain_forward(graph, g.name, types)
@@ -192,7 +192,7 @@ def gated_blocks(graph: Graph, design: Design) -> list[Fusion]:
     for b in find_gated_blocks(graph):
         try:
             impl = design.impl(b.conv.name)
-        except Exception:  # noqa: BLE001 - a conv the design does not list: one lane
+        except KeyError:  # a conv the design does not list: one lane
             impl = None
         pe = impl.pe if isinstance(impl, Folded) else 1
 
