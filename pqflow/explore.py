@@ -562,6 +562,8 @@ class SweepResult:
 
 
 MARKER = "explore.json"
+WORKER_WAIT = 120
+"""Seconds a sweep on a running cluster waits for its first worker."""
 
 
 def prepare_out(out: Path, force: bool, resume: bool) -> Path:
@@ -638,6 +640,14 @@ class _Client:
                 raise UserError(
                     f"cannot reach the Dask scheduler at {scheduler} ({e}); start one with "
                     "`dask scheduler` or leave out --scheduler for a local cluster"
+                ) from None
+            try:
+                self.client.wait_for_workers(1, timeout=WORKER_WAIT)
+            except TimeoutError:
+                self.client.close()
+                raise UserError(
+                    f"the Dask scheduler at {scheduler} has had no worker for {WORKER_WAIT} s; "
+                    f"start one with `dask worker {scheduler}`"
                 ) from None
         else:
             with warnings.catch_warnings():  # the HTTP port falls back when 8787 is taken

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pqflow import explore
 from pqflow.errors import UserError
 from pqflow.explore import (
     OBJECTIVES,
@@ -153,7 +154,7 @@ def _start(args, log: Path) -> subprocess.Popen:
     )
 
 
-def test_the_sweep_runs_on_a_separately_started_dask_cluster(tmp_path):
+def test_the_sweep_runs_on_a_separately_started_dask_cluster(tmp_path, monkeypatch):
     """`dask scheduler` + two `dask worker` processes on 127.0.0.1, given by address:
     every task of the sweep (training, pruning, lowering, oracle, estimates) runs there."""
     cfg = quick_config()
@@ -181,6 +182,12 @@ def test_the_sweep_runs_on_a_separately_started_dask_cluster(tmp_path):
         assert sf.exists(), (tmp_path / "scheduler.log").read_text()
         address = json.loads(sf.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
+        # a scheduler without workers: a one-line error after a bounded wait, no folder left
+        monkeypatch.setattr(explore, "WORKER_WAIT", 2)
+        with pytest.raises(UserError, match="has had no worker for 2 s; start one with `dask wo"):
+            run_sweep(cfg, out, scheduler=address, progress=False)
+        assert not out.exists()
+        monkeypatch.undo()
         for i in range(2):
             procs.append(
                 _start(
