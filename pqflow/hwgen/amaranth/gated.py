@@ -16,29 +16,33 @@ the pixel stream of ``x`` (H * W beats of Cin raws, raster order) and writing th
 stream of ``y`` (H' * W' beats of C raws):
 
 1. **load** (H * W cycles, one beat per cycle): the frame goes into a buffer and each
-   channel's sum (the average pool) accumulates on the fly;
+   channel's sum (the average pool) accumulates on the fly; when the compute side is
+   idle the frame and sums are handed over (1 cycle) and the next frame may load;
 2. **gate** (1 cycle): the gate path on the sums (requant, predictor ``Dense`` with
    constant weights, ReLU, requant) gives the saliency ``s``, registered;
-3. **top-k** (1 cycle): channel c is kept when fewer than ``k`` channels rank before it
-   (a larger ``s``, or an equal one at a lower index: ``ChannelGate``'s rule); the ``k``
-   kept channel numbers are registered in order;
-4. **compute** (H' * W' * ceil(k / PE) cycles): for each output pixel, ``PE`` lanes each
-   take one kept channel per cycle and compute its whole window (Kh * Kw * Cin products,
-   weights and bias selected by the channel number), the conv path's post-ops, the gate
-   (times ``s[c]`` when ``scale``) and the output post-ops. Channels not kept are never
-   computed: their outputs are 0. The finished pixel goes to the output register (the
-   unit waits while the consumer holds it).
+3. **rank** (C cycles, one channel each): channel c is kept when fewer than ``k``
+   channels rank before it (a larger ``s``, or an equal one at a lower index:
+   ``ChannelGate``'s rule), giving the mask of kept channels;
+4. **compute** (H' * W' * ceil(k / PE) * folds cycles): for each output pixel, ``PE``
+   lanes each take the lowest kept channel not yet done (a priority encoder on the mask)
+   and compute its window (weights and bias from the channel's ROM row), the conv path's
+   post-ops, the gate (times ``s[c]`` when ``scale``) and the output post-ops. Channels
+   not kept are never computed: their outputs are 0. The finished pixel goes to the
+   output register (the unit waits while the consumer holds it).
 
-With a ready consumer one sample takes ``H*W + 2 + H'*W' * ceil(k / PE)`` cycles
-(``cycles_per_vector``): cycles fall with the number of kept channels. The first output
-beat is offered ``3 + ceil(k / PE)`` cycles after the last input beat was taken
-(``latency`` as ``schedule`` counts it). Every value is the IR's exact integer; the unit
+The next frame loads while one computes. With a ready consumer one sample takes
+``max(H*W + 1, 2 + C + H'*W' * ceil(k / PE) * folds)`` cycles (``cycles_per_vector``):
+cycles fall with the number of kept channels. The first output beat is offered
+``3 + C + ceil(k / PE) * folds`` cycles after the last input beat was taken (``latency``
+as ``schedule`` counts it). Every value is the IR's exact integer; the unit
 is bit-exact with the oracle (``ChannelGate``, ``Conv2d``, ``Requant``... of
 ``pqflow.kernels``).
 
 The conv node's implementation in the ``Design`` picks the lanes: ``folded(pe, simd)``
-gives ``PE = pe`` (the window is not folded: ``simd`` is ignored); any other style gives
-one lane.
+gives ``PE = pe`` lanes, each taking ``simd`` window taps per cycle (``Kh*Kw*Cin / simd``
+folds per kept channel, accumulated from the bias as in ``FoldedDense``; ``simd`` equal
+to the window computes it in one cycle and skips taps whose weights are all zero); any
+other style gives one lane and the whole window per cycle.
 """
 
 from __future__ import annotations
@@ -194,10 +198,10 @@ def gated_blocks(graph: Graph, design: Design) -> list[Fusion]:
             impl = design.impl(b.conv.name)
         except KeyError:  # a conv the design does not list: one lane
             impl = None
-        pe = impl.pe if isinstance(impl, Folded) else 1
+        pe, simd = (impl.pe, impl.simd) if isinstance(impl, Folded) else (1, None)
 
-        def build(b=b, pe=pe) -> GatedConvUnit:
-            return GatedConvUnit(b, pe=pe)
+        def build(b=b, pe=pe, simd=simd) -> GatedConvUnit:
+            return GatedConvUnit(b, pe=pe, simd=simd)
 
         fusions.append(Fusion(b.nodes, b.x, b.out, build))
     return fusions
@@ -257,11 +261,20 @@ class GatedConvUnit(wiring.Component):
     block output per beat); ``latency``, ``cycles_per_vector`` and ``schedule`` as the
     module docstring gives them."""
 
-    def __init__(self, block: GatedBlock, *, pe: int = 1) -> None:
+    def __init__(self, block: GatedBlock, *, pe: int = 1, simd: int | None = None) -> None:
         if not isinstance(block, GatedBlock):
             raise TypeError(f"GatedConvUnit: block must be a GatedBlock, not {block!r}")
         if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1:
             raise ValueError(f"GatedConvUnit: pe must be a positive integer, not {pe!r}")
+        _, kh, kw, cin = block.conv.op.weight.shape
+        window = kh * kw * cin
+        simd = window if simd is None else simd
+        if not isinstance(simd, int) or isinstance(simd, bool) or simd < 1 or window % simd:
+            raise ValueError(
+                f"GatedConvUnit: simd must be a positive integer dividing the {window} window "
+                f"taps, not {simd!r}"
+            )
+        self.simd, self.folds = simd, window // simd
         for what, t in (("input", block.x_type), ("output", block.out_type)):
             if not isinstance(t.dtype, Fixed):
                 raise HardwareError(f"GatedConvUnit: the block {what} must be Fixed, not {t}")
@@ -271,9 +284,9 @@ class GatedConvUnit(wiring.Component):
         self.k = block.gate.op.k
         self.groups = -(-self.k // pe)
         self.in_beats, self.out_beats = h * w, ho * wo
-        self.compute_cycles = 2 + self.c + self.out_beats * self.groups
+        self.compute_cycles = 2 + self.c + self.out_beats * self.groups * self.folds
         self.cycles_per_vector = max(self.in_beats + 1, self.compute_cycles)
-        self.latency = 3 + self.c + self.groups
+        self.latency = 3 + self.c + self.groups * self.folds
         self.schedule = Schedule(
             self.in_beats,
             self.out_beats,
@@ -379,7 +392,16 @@ class GatedConvUnit(wiring.Component):
                     taps.append(((ky, kx, ci), tv))
         # the weights (and bias) of channel o: row o of a ROM, one asynchronous read per lane
         wdt, wdata = conv.weight.dtype, conv.weight.data
-        live = [t for t in taps if wdata[:, t[0][0], t[0][1], t[0][2]].any()]
+        if self.folds == 1:  # the live taps (a nonzero weight, a real pixel) in one cycle
+            live = [t for t in taps if wdata[:, t[0][0], t[0][1], t[0][2]].any()]
+        else:  # every tap, SIMD per cycle; an all-padding tap is a constant 0
+            have = dict(taps)
+            live = [
+                ((ky, kx, ci), have.get((ky, kx, ci), Const(0, 1)))
+                for ky in range(kh)
+                for kx in range(kw)
+                for ci in range(cin)
+            ]
         wb = wdt.width
         bw = 0 if conv.bias is None else conv.bias.dtype.width
         rows = []
@@ -392,8 +414,16 @@ class GatedConvUnit(wiring.Component):
             rows.append(word)
         rom_width = max(len(live) * wb + bw, 1)
         m.submodules.rom = rom = Memory(shape=unsigned(rom_width), depth=cout, init=rows)
+        simd, folds = self.simd, self.folds
+        sf = Signal(range(max(folds, 2)), name="fold")
+        chunk = []  # the SIMD window values of fold sf
+        if folds > 1:
+            for j in range(simd):
+                cv = Signal(element_shape(xdt), name=f"chunk{j}")
+                m.d.comb += cv.eq(Array([live[f * simd + j][1] for f in range(folds)])[sf])
+                chunk.append(cv)
         rem = remaining
-        lane_ch, lane_ok, lane_val = [], [], []
+        lane_ch, lane_ok, lane_val, lane_acc = [], [], [], []
         for lane in range(self.pe):
             # the lowest channel still to do (priority encoder), then clear it
             ch = Signal(range(max(c, 2)), name=f"lane{lane}_ch")
@@ -407,15 +437,31 @@ class GatedConvUnit(wiring.Component):
             rem = nxt
             rd = rom.read_port(domain="comb")
             m.d.comb += rd.addr.eq(ch)
-            terms = []
-            for j, (_, tv) in enumerate(live):
-                wv = rd.data[j * wb : (j + 1) * wb]
-                terms.append((wv.as_signed() if wdt.signed else wv) * tv)
+            bias = []
             if bw:
                 bv = rd.data[len(live) * wb : len(live) * wb + bw]
-                terms.append(bv.as_signed() if conv.bias.dtype.signed else bv)
+                bias = [bv.as_signed() if conv.bias.dtype.signed else bv]
             acc = Signal(element_shape(b.conv.type.dtype), name=f"lane{lane}_acc")
-            m.d.comb += acc.eq(reduce(lambda p, q: p + q, terms, Const(0, 1)))
+            if folds == 1:
+                terms = []
+                for j, (_, tv) in enumerate(live):
+                    wv = rd.data[j * wb : (j + 1) * wb]
+                    terms.append((wv.as_signed() if wdt.signed else wv) * tv)
+                m.d.comb += acc.eq(reduce(lambda p, q: p + q, terms + bias, Const(0, 1)))
+            else:  # fold sf: the partial sum of SIMD taps, started at the bias (FoldedDense)
+                held = Signal.like(acc, name=f"lane{lane}_held")
+                terms = []
+                for j in range(simd):
+                    ws = Signal(wb, name=f"lane{lane}_w{j}")
+                    parts = [
+                        rd.data[(f * simd + j) * wb : (f * simd + j + 1) * wb] for f in range(folds)
+                    ]
+                    m.d.comb += ws.eq(Array(parts)[sf])
+                    terms.append((ws.as_signed() if wdt.signed else ws) * chunk[j])
+                start = bias[0] if bias else Const(0, 1)
+                psum = reduce(lambda p, q: p + q, terms)
+                m.d.comb += acc.eq(Mux(sf == 0, start, held) + psum)
+                lane_acc.append((held, acc))
             a = _post(m, b.conv_post, acc, ch, f"lane{lane}_conv")
             gv = Signal(element_shape(b.gate.type.dtype), name=f"lane{lane}_gated")
             m.d.comb += gv.eq(a * sal_arr[ch] if b.gate.op.scale else a)
@@ -438,7 +484,16 @@ class GatedConvUnit(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += out_valid.eq(0)
         last_grp = ~rem.any()  # no kept channel left for this pixel after this cycle
-        go = (state == COMPUTE) & (~last_grp | ~out_valid | self.o.ready)
+        if folds == 1:
+            go = (state == COMPUTE) & (~last_grp | ~out_valid | self.o.ready)
+        else:  # a group ends with its last fold; the other folds only accumulate
+            last_fold = sf == folds - 1
+            go = (state == COMPUTE) & (~last_fold | ~last_grp | ~out_valid | self.o.ready)
+            with m.If(go):
+                m.d.sync += sf.eq(Mux(last_fold, 0, sf + 1))
+                with m.If(~last_fold):
+                    m.d.sync += [held.eq(acc) for held, acc in lane_acc]
+            go = go & last_fold
         with m.If(go):
             with m.If(last_grp):
                 m.d.sync += [out_data[chn].eq(merged[chn]) for chn in range(c)]
