@@ -111,8 +111,9 @@ def latency_figure(doc: dict) -> Figure:
         ax_s.set_yticks(ys, [f"{r['node']} ({r['op']})" for r in hw])
         ax_s.invert_yaxis()
         ax_s.set_xlabel("cycle")
-        part = "" if doc["estimate"]["complete"] else " (estimated layers only)"
-        ax_s.set_title(f"Latency: {doc['estimate']['totals']['latency']:,} cycles{part}")
+        total = doc["estimate"]["totals"]["latency"]
+        part = "" if doc["estimate"]["complete"] else ", estimated layers only"
+        ax_s.set_title(f"Latency per layer (design: {total:,} cycles{part})")
         ii = [r["estimate"]["ii"] if r["estimate"] else 0 for r in hw]
         ax_i.barh(ys, ii, color=COLORS["ff"])
         for i, r in enumerate(hw):
