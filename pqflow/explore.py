@@ -385,24 +385,12 @@ def task_graph(model, weight_bits: int, act_bits: int) -> dict:
 
 
 def fitted_design(graph, p: Point):
-    """The ``Design`` of point ``p``: its folding target fitted to every layer."""
-    from .hwgen.design import MATRIX_OPS, Design, Folded, Sparse, Unrolled, matrix_shape
+    """The ``Design`` of point ``p``: its folding target fitted to every layer
+    (``Design.fitted``: the largest divisor of each matrix not above the target)."""
+    from .hwgen.design import Design
 
-    def largest_divisor(n: int, at_most: int) -> int:
-        return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
-
-    impls = {}
-    for n in graph.nodes:
-        if not isinstance(n.op, MATRIX_OPS):
-            continue
-        mh, mw = matrix_shape(n)  # a convolution: (out, kh * kw * in) per window
-        if p.style == "unrolled":
-            impls[n.name] = Unrolled()
-        elif p.style == "folded":
-            impls[n.name] = Folded(largest_divisor(mh, p.pe), largest_divisor(mw, p.simd))
-        else:
-            impls[n.name] = Sparse(min(p.pe, mh))
-    return Design(graph, impls)
+    folding = {"folded": {"pe": p.pe, "simd": p.simd}, "sparse": {"pe": p.pe}}
+    return Design.fitted(graph, p.style, **folding.get(p.style, {}))
 
 
 def task_point(graph_doc: dict, point: dict, device_name: str, yosys: bool) -> dict:
