@@ -16,6 +16,7 @@ import numpy as np
 
 from pqflow.ir import Float, Graph, TensorType, verify
 
+from .fused import BLOCK, FusedChain, find_chains, plan_chain
 from .numba_ops import GEMM_PATHS, VIEW_OPS, Options, kernel
 
 CHUNK_ELEMENTS = 1 << 17
@@ -63,6 +64,30 @@ def _buffer(spec: tuple, rows: int) -> np.ndarray:
             bufs.clear()
         b = bufs[spec] = np.empty((rows, *spec[1]), dtype=spec[2])
     return b[:rows]
+
+
+def _lanes(chain: FusedChain) -> np.ndarray:
+    """This thread's scratch for a fused chain: (2, width, BLOCK) in the lane dtype."""
+    bufs = getattr(_workspace, "lanes", None)
+    if bufs is None:
+        bufs = _workspace.lanes = {}
+    key = np.dtype(chain.lane).name
+    b = bufs.get(key)
+    if b is None or b.shape[1] < chain.width:
+        b = bufs[key] = np.empty((2, chain.width, BLOCK), dtype=chain.lane)
+    return b
+
+
+@lru_cache(maxsize=64)
+def _fused(graph: Graph, keep: tuple[str, ...], gemm: str) -> dict[str, FusedChain]:
+    """The exact fused chains of ``graph`` (keeping the values in ``keep``), by first node."""
+    types = graph.types()
+    plans = {}
+    for chain in find_chains(graph, set(keep)):
+        p = plan_chain(chain, types, gemm)
+        if p is not None:
+            plans[chain[0].name] = p
+    return plans
 
 
 def _dtype(t: TensorType) -> type:
@@ -121,6 +146,7 @@ def run(
     outputs: str | list[str] | tuple[str, ...] | None = None,
     gemm: str = "auto",
     chunk: int | None = None,
+    fuse: bool = True,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Run ``graph`` on a batch with the Numba kernels, bit-exactly.
 
@@ -133,6 +159,8 @@ def run(
     ``gemm`` forces the matrix-product path ("f32", "f64", "int"; "auto" picks the
     cheapest exact one per node; a forced path that is not exact for a node raises).
     ``chunk`` is the number of samples per chunk (default: sized from the graph).
+    ``fuse`` runs chains of vector Quantize/Dense/ReLU/Requant/Dequantize nodes in one
+    pass (``pqflow.kernels.fused``) where a float lane provably holds them exactly.
     """
     if gemm not in GEMM_PATHS:
         raise ValueError(f"gemm must be one of {', '.join(GEMM_PATHS)}, not {gemm!r}")
@@ -158,15 +186,28 @@ def run(
     options = Options(gemm=gemm)
     results = {o: np.empty((n, *types[o].shape), dtype=_dtype(types[o])) for o in names}
 
+    fused = _fused(graph, names, gemm) if fuse else {}
+    inner = {name for f in fused.values() for name in f.names[1:]}
+    nodes = graph.nodes
     specs = [
         None if isinstance(node.op, VIEW_OPS) else (i, node.type.shape, _dtype(node.type))
-        for i, node in enumerate(graph.nodes)
+        for i, node in enumerate(nodes)
     ]
+    last = {nd.name: (i, nd) for i, nd in enumerate(nodes)}
 
     def one_chunk(start: int) -> None:
         stop = min(start + chunk, n)
         env = {k: a[start:stop] for k, a in arrays.items()}
-        for node, spec in zip(graph.nodes, specs, strict=True):
+        for node, spec in zip(nodes, specs, strict=True):
+            if node.name in inner:
+                continue
+            f = fused.get(node.name)
+            if f is not None:
+                i, end = last[f.names[-1]]
+                buf = _buffer((i, end.type.shape, _dtype(end.type)), stop - start)
+                x_in = np.ascontiguousarray(env[node.inputs[0]])
+                env[end.name] = f(x_in, buf, _lanes(f))
+                continue
             buf = None if spec is None else _buffer(spec, stop - start)
             env[node.name] = kernel(
                 node.op,
