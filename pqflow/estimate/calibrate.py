@@ -396,6 +396,9 @@ bits yosys provably drops: constant, merged or packed into DSPs): coefficient 1,
 fitted."""
 
 
+PRIOR_WEIGHT = 0.3
+"""Pull of a derived coefficient set toward its family's (relative-error units)."""
+
 STRUCTURAL_LUT = ("lutram_cells", "srl_bits")
 """LUT features that count cells one for one (LUT-RAM cells, shift-register LUTs)."""
 
@@ -406,14 +409,22 @@ def fit(rows: list[dict]) -> dict:
     from scipy.optimize import nnls
 
     out: dict = {}
-    for family in sorted({r["key"] for r in rows}):
+    # a derived set (``family:arch``, fitted on fewer designs) is pulled toward its
+    # family's coefficients: features it has too few designs to separate keep those
+    for family in sorted({r["key"] for r in rows}, key=lambda k: (":" in k, k)):
         fr = [r for r in rows if r["key"] == family]
         names, a, y = _matrix(fr, "lut")
         fixed = [k for k, n in enumerate(names) if n in STRUCTURAL_LUT]
         free = [k for k in range(len(names)) if k not in fixed]
         rest = y - a[:, fixed].sum(axis=1)  # LUT cells counted one for one
         w = 1.0 / np.maximum(y, 4.0)  # relative errors (small designs not overweighted)
-        coef, _ = nnls(a[:, free] * w[:, None], rest * w)
+        lhs, rhs = a[:, free] * w[:, None], rest * w
+        base = out.get(family.split(":")[0])
+        if ":" in family and base:
+            prior = np.array([base["lut"].get(names[k], 0.0) for k in free])
+            lhs = np.vstack([lhs, PRIOR_WEIGHT * np.eye(len(free))])
+            rhs = np.concatenate([rhs, PRIOR_WEIGHT * prior])
+        coef, _ = nnls(lhs, rhs)
         lut = {names[k]: round(float(c), 4) for k, c in zip(free, coef, strict=True)}
         out[family] = {
             "lut": lut | dict.fromkeys(STRUCTURAL_LUT, 1.0),
