@@ -60,6 +60,42 @@ fjit = njit(cache=True, nogil=True, fastmath={"contract"})
 
 
 @fjit
+def _clamp(v, lo, hi):
+    v = 0.0 if v != v else v  # NaN -> 0
+    return lo if v < lo else (hi if v > hi else v)
+
+
+@fjit
+def _load_quantized(x, m0, nr, scale, rm, lo, hi, tmp, dst):
+    """dst[c, r] = quantize(x[m0 + r, c]) with saturation: the float clamp to [lo, hi]
+    (integers a float64 holds) gives quantize_scalar's raw. The loops are specialised per
+    rounding mode so they vectorise; ``tmp`` (rows x channels, the lane dtype) is then
+    transposed in 8 x 8 tiles."""
+    c0 = x.shape[1]
+    if rm == FLOOR:
+        for r in range(nr):
+            for c in range(c0):
+                tmp[r, c] = _clamp(np.floor(x[m0 + r, c] * scale), lo, hi)
+    elif rm == HALF_EVEN:
+        for r in range(nr):
+            for c in range(c0):
+                tmp[r, c] = _clamp(np.rint(x[m0 + r, c] * scale), lo, hi)
+    else:
+        for r in range(nr):
+            for c in range(c0):
+                v = x[m0 + r, c] * scale
+                f = np.floor(v)
+                tmp[r, c] = _clamp(f + 1.0 if (v != f) & (v >= f + 0.5) else f, lo, hi)
+    for r0 in range(0, nr, 8):
+        r1 = min(r0 + 8, nr)
+        for c0_ in range(0, c0, 8):
+            c1 = min(c0_ + 8, c0)
+            for c in range(c0_, c1):
+                for r in range(r0, r1):
+                    dst[c, r] = tmp[r, c]
+
+
+@fjit
 def fused_chain(x, prog, ip, lp, fp, lanes, out):
     """Run the encoded chain on x (N, C0) into out (N, C_last); see ``FusedChain``.
 
@@ -72,6 +108,7 @@ def fused_chain(x, prog, ip, lp, fp, lanes, out):
     blk = lanes.shape[2]
     n_ops = prog.shape[0]
     zero, one, half = lp[0], lp[1], lp[2]  # typed constants
+    tmp = np.empty((blk, x.shape[1]), dtype=lanes.dtype)
     for m0 in range(0, n, blk):
         nr = min(blk, n - m0)
         cur = 0
@@ -80,9 +117,13 @@ def fused_chain(x, prog, ip, lp, fp, lanes, out):
         if prog[0, 0] == OP_QUANT:
             rm, w, sg, om = prog[0, 3], prog[0, 4], prog[0, 5] != 0, prog[0, 6]
             scale = fp[prog[0, 7]]
-            for r in range(nr):
-                for c in range(c0):
-                    lanes[0, c, r] = quantize_scalar(x[m0 + r, c], scale, rm, w, sg, om)
+            if om == SATURATE and w <= 53:
+                lo, hi = fp[prog[0, 7] + 1], fp[prog[0, 7] + 2]
+                _load_quantized(x, m0, nr, scale, rm, lo, hi, tmp, lanes[0])
+            else:
+                for r in range(nr):
+                    for c in range(c0):
+                        lanes[0, c, r] = quantize_scalar(x[m0 + r, c], scale, rm, w, sg, om)
             first = 1
         else:
             for r in range(nr):
@@ -104,11 +145,21 @@ def fused_chain(x, prog, ip, lp, fp, lanes, out):
                     bv = lp[boff + o]
                     for r in range(nr):
                         d[r] = bv
-                    for j in range(ip[pa + o], ip[pa + o + 1]):
+                    j, end = ip[pa + o], ip[pa + o + 1]
+                    while j + 4 <= end:  # four nonzeros per pass: fewer loads and stores of d
+                        s0, s1 = src[ip[kbase + j]], src[ip[kbase + j + 1]]
+                        s2, s3 = src[ip[kbase + j + 2]], src[ip[kbase + j + 3]]
+                        w0, w1 = lp[woff + j], lp[woff + j + 1]
+                        w2, w3 = lp[woff + j + 2], lp[woff + j + 3]
+                        for r in range(nr):
+                            d[r] += (w0 * s0[r] + w1 * s1[r]) + (w2 * s2[r] + w3 * s3[r])
+                        j += 4
+                    while j < end:
                         s = src[ip[kbase + j]]
                         wv = lp[woff + j]
                         for r in range(nr):
                             d[r] += wv * s[r]
+                        j += 1
                 cur = 1 - cur
             elif code == OP_RELU:
                 for c in range(c_in):
@@ -250,14 +301,14 @@ def plan_chain(nodes, types: dict[str, TensorType], gemm: str) -> FusedChain | N
         row = [0, c_in, c_out, 0, 0, 0, 0, 0]
         if isinstance(op, Quantize):
             t = op.to
-            fp.append(float(2.0**t.frac))
+            fp.extend([float(2.0**t.frac), float(t.min_raw), float(t.max_raw)])
             row[0] = OP_QUANT
             row[3:8] = [
                 ROUNDING_CODE[op.rounding],
                 t.width,
                 int(t.signed),
                 OVERFLOW_CODE[op.overflow],
-                len(fp) - 1,
+                len(fp) - 3,
             ]
         elif isinstance(op, Dense):
             w = np.asarray(op.weight.data, dtype=np.int64)
