@@ -263,3 +263,12 @@ def test_sparse_cycles_on_digits_within_10_percent():
     assert on_data.ii == pytest.approx(res.ii_cycles, rel=0.10)
     assert on_data.latency[0] == res.latency_cycles
     assert on_data.ii < 0.8 * estimate(design).ii
+
+
+def test_fmax_ice40_names_the_devices_it_accepts():
+    from pqflow.estimate.pnr import fmax_ice40
+
+    with pytest.raises(
+        ValueError, match=r"device must be one of ice40hx8k, ice40up5k, not 'xc7z020'"
+    ):
+        fmax_ice40("module t(); endmodule", "t", "xc7z020")
