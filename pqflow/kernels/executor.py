@@ -194,6 +194,7 @@ def run(
         for i, node in enumerate(nodes)
     ]
     last = {nd.name: (i, nd) for i, nd in enumerate(nodes)}
+    direct = {f.names[-1] for f in fused.values()} & set(names)  # written in place
 
     def one_chunk(start: int) -> None:
         stop = min(start + chunk, n)
@@ -204,7 +205,10 @@ def run(
             f = fused.get(node.name)
             if f is not None:
                 i, end = last[f.names[-1]]
-                buf = _buffer((i, end.type.shape, _dtype(end.type)), stop - start)
+                if end.name in direct:  # straight into the result rows
+                    buf = results[end.name][start:stop]
+                else:
+                    buf = _buffer((i, end.type.shape, _dtype(end.type)), stop - start)
                 x_in = np.ascontiguousarray(env[node.inputs[0]])
                 env[end.name] = f(x_in, buf, _lanes(f))
                 continue
@@ -217,7 +221,8 @@ def run(
                 out=buf,
             )
         for o in names:
-            results[o][start:stop] = env[o]
+            if o not in direct:
+                results[o][start:stop] = env[o]
 
     starts = list(range(0, n, chunk)) or [0]
     if len(starts) == 1:

@@ -86,13 +86,36 @@ def _load_quantized(x, m0, nr, scale, rm, lo, hi, tmp, dst):
                 v = x[m0 + r, c] * scale
                 f = np.floor(v)
                 tmp[r, c] = _clamp(f + 1.0 if (v != f) & (v >= f + 0.5) else f, lo, hi)
-    for r0 in range(0, nr, 8):
-        r1 = min(r0 + 8, nr)
-        for c0_ in range(0, c0, 8):
-            c1 = min(c0_ + 8, c0)
-            for c in range(c0_, c1):
-                for r in range(r0, r1):
-                    dst[c, r] = tmp[r, c]
+    r8, c8 = nr - nr % 8, c0 - c0 % 8
+    for r0 in range(0, r8, 8):
+        for cc in range(0, c8, 8):  # constant trip counts: unrolled into shuffles
+            for c in range(8):
+                for r in range(8):
+                    dst[cc + c, r0 + r] = tmp[r0 + r, cc + c]
+        for c in range(c8, c0):
+            for r in range(r0, r0 + 8):
+                dst[c, r] = tmp[r, c]
+    for r in range(r8, nr):
+        for c in range(c0):
+            dst[c, r] = tmp[r, c]
+
+
+@fjit
+def _store_raws(src, out, m0, nr):
+    """out[m0 + r, c] = int64(src[c, r]), transposed in 8 x 8 tiles."""
+    c_last = out.shape[1]
+    r8, c8 = nr - nr % 8, c_last - c_last % 8
+    for r0 in range(0, r8, 8):
+        for cc in range(0, c8, 8):
+            for r in range(8):
+                for c in range(8):
+                    out[m0 + r0 + r, cc + c] = np.int64(src[cc + c, r0 + r])
+        for r in range(r0, r0 + 8):
+            for c in range(c8, c_last):
+                out[m0 + r, c] = np.int64(src[c, r])
+    for r in range(r8, nr):
+        for c in range(c_last):
+            out[m0 + r, c] = np.int64(src[c, r])
 
 
 @fjit
@@ -202,9 +225,7 @@ def fused_chain(x, prog, ip, lp, fp, lanes, out):
                 for c in range(c_last):
                     out[m0 + r, c] = np.float64(src[c, r]) * dq_scale
         else:
-            for r in range(nr):
-                for c in range(c_last):
-                    out[m0 + r, c] = np.int64(src[c, r])
+            _store_raws(src, out, m0, nr)
     return out
 
 
