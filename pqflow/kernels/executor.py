@@ -104,7 +104,9 @@ def _check_input(name: str, t: TensorType, a) -> np.ndarray:
     if isinstance(t.dtype, Float):
         if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise ValueError(f"input '{name}': expected real numbers for {t}, got dtype {a.dtype}")
-        return np.ascontiguousarray(a, dtype=np.float64)
+        # float32 -> float64 is exact, and Quantize computes in float64 either way: keep
+        # float32 batches as they are rather than copy them
+        return np.ascontiguousarray(a, dtype=a.dtype if a.dtype == np.float32 else np.float64)
     if not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"input '{name}': expected integer raws for {t}, got dtype {a.dtype}")
     if a.size:

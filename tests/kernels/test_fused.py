@@ -82,6 +82,10 @@ def test_fused_chains_match_reference(g, n, seed):
             continue
         assert _same(got, want), gemm
     assert _same(run(g, x, chunk=3), want)
+    x32 = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in x.items()}
+    want32 = run_reference(g, {k: v.astype(np.float64) for k, v in x32.items()})
+    assert _same(run(g, x32), want32)
+    assert _same(run(g, x32, fuse=False), want32)
     # every inner value asked for: no fusion across it, same values
     names = [node.name for node in g.nodes]
     assert _same(run(g, x, outputs=names), run_reference(g, x, outputs=names))
