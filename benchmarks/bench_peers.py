@@ -5,7 +5,8 @@ Builds the model ``examples/digits_mlp.toml`` builds, with the flow's own steps 
 config's sparsity, w8a8 fixed point with power-of-two scales), then, on the same real
 inputs (the digits test split tiled to ``--batch`` rows), times
 
-- pqflow's Numba oracle ``pqflow.kernels.run`` (after JIT warm-up);
+- pqflow's Numba oracle ``pqflow.kernels.run`` (after JIT warm-up), and the same with
+  ``fuse=False`` (one kernel per node, the oracle before fused chains);
 - hls4ml 1.3.0's compiled emulation of the same integer model (``export_hls4ml``, every
   precision explicit, ``compile()`` with g++, then ``predict`` on float64 inputs);
 - qonnx's executor ``qonnx.core.onnx_exec.execute_onnx`` on ``to_qonnx(graph)`` (after
@@ -155,6 +156,9 @@ def main() -> None:
     r = args.repeat
     times = {}
     times["pqflow oracle (Numba)"] = best_time(lambda: run(g, xb), r)
+    times["pqflow oracle, per-node kernels (fuse=False)"] = best_time(
+        lambda: run(g, xb, fuse=False), r
+    )
     times["hls4ml 1.3.0 compiled emulation (predict)"] = best_time(
         lambda: hls.model.predict(xb64), max(2, r // 2)
     )
@@ -163,6 +167,7 @@ def main() -> None:
         times["torch float32 (float model)"] = best_time(lambda: fm32(xt), r)
         times["torch fake-quant float64 (QuantizedMLP)"] = best_time(lambda: qm(xt64), r)
     oracle_big = len(big) / best_time(lambda: run(g, big), r)
+    unfused_big = len(big) / best_time(lambda: run(g, big, fuse=False), r)
 
     print()
     print(
@@ -179,6 +184,7 @@ def main() -> None:
         rate = len(xb) / s
         print(f"| {name} | {len(xb):,} | {rate:,.0f} | {o / rate:,.1f}x |")
     print(f"| pqflow oracle (Numba) | {len(big):,} | {oracle_big:,.0f} | |")
+    print(f"| pqflow oracle, per-node kernels (fuse=False) | {len(big):,} | {unfused_big:,.0f} | |")
 
     # --- the same at other batch sizes (per-call overheads) --------------------------------
     sweep = [int(b) for b in args.sweep.split(",") if b]
