@@ -169,7 +169,21 @@ def fused_chain(x, prog, ip, lp, fp, lanes, out):
                     for r in range(nr):
                         d[r] = bv
                     j, end = ip[pa + o], ip[pa + o + 1]
-                    while j + 4 <= end:  # four nonzeros per pass: fewer loads and stores of d
+                    while j + 8 <= end:  # eight nonzeros per pass: fewer loads and stores of d
+                        s0, s1 = src[ip[kbase + j]], src[ip[kbase + j + 1]]
+                        s2, s3 = src[ip[kbase + j + 2]], src[ip[kbase + j + 3]]
+                        s4, s5 = src[ip[kbase + j + 4]], src[ip[kbase + j + 5]]
+                        s6, s7 = src[ip[kbase + j + 6]], src[ip[kbase + j + 7]]
+                        w0, w1 = lp[woff + j], lp[woff + j + 1]
+                        w2, w3 = lp[woff + j + 2], lp[woff + j + 3]
+                        w4, w5 = lp[woff + j + 4], lp[woff + j + 5]
+                        w6, w7 = lp[woff + j + 6], lp[woff + j + 7]
+                        for r in range(nr):
+                            d[r] += ((w0 * s0[r] + w1 * s1[r]) + (w2 * s2[r] + w3 * s3[r])) + (
+                                (w4 * s4[r] + w5 * s5[r]) + (w6 * s6[r] + w7 * s7[r])
+                            )
+                        j += 8
+                    while j + 4 <= end:
                         s0, s1 = src[ip[kbase + j]], src[ip[kbase + j + 1]]
                         s2, s3 = src[ip[kbase + j + 2]], src[ip[kbase + j + 3]]
                         w0, w1 = lp[woff + j], lp[woff + j + 1]
