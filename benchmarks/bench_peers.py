@@ -18,9 +18,10 @@ Before any timing, each peer's outputs on the whole test split (360 images) are 
 against the oracle's output raws with ``np.array_equal`` (hls4ml and qonnx outputs are
 scaled by 2**frac of the output type; both are exact powers of two). Each throughput is
 the best of ``--repeat`` timed calls on the whole batch (hls4ml, whose calls take
-seconds: half as many, at least 2). Every engine gets the same batch (``--batch``); the
-oracle is also timed at ``--big-batch``, and the oracle, hls4ml and qonnx again at the
-batch sizes of ``--sweep`` (per-call overheads).
+seconds: half as many, at least 2), after a 0.5 s pause (so that the worker threads of
+the engine timed before, which spin for a while after a call, are asleep). Every engine
+gets the same batch (``--batch``); the oracle is also timed at ``--big-batch``, and the
+oracle, hls4ml and qonnx again at the batch sizes of ``--sweep`` (per-call overheads).
 
 Unless ``--no-rtl``, it then verifies the flow's hardware (the config's style, the same
 Verilog bytes as ``pqflow flow`` so a cached Verilator build is reused) against the
@@ -48,6 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_time(fn, repeat: int) -> float:
+    # let the previous engine's idle worker threads (onnxruntime, torch's OpenMP spin
+    # after a call) go to sleep, so that they do not take a core from this one
+    time.sleep(0.5)
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -198,10 +202,10 @@ def main() -> None:
     for n in sweep:
         xs = np.ascontiguousarray(big[:n])
         xs64 = np.ascontiguousarray(xs, dtype=np.float64)
-        qs = qonnx_runner(to_qonnx(g), n)
-        qs(xs)
         o_n = n / best_time(lambda xs=xs: run(g, xs), r)
         h_n = n / best_time(lambda xs64=xs64: hls.model.predict(xs64), max(2, r // 2))
+        qs = qonnx_runner(to_qonnx(g), n)
+        qs(xs)
         q_n = n / best_time(lambda xs=xs, qs=qs: qs(xs), r)
         print(
             f"| {n:,} | {o_n:,.0f} | {h_n:,.0f} | {q_n:,.0f} | {o_n / h_n:,.1f}x "
