@@ -203,7 +203,8 @@ def compress(config: Path, out: Path, force: bool, as_json: bool) -> None:
 )
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
 @click.option("--dequantize", is_flag=True, help="End the graph with a Dequantize (float out).")
-def lower(model_file: Path, out: Path, force: bool, dequantize: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print nodes, constants and types as JSON.")
+def lower(model_file: Path, out: Path, force: bool, dequantize: bool, as_json: bool) -> None:
     """Lower a saved quantized torch model (MODEL_FILE) to the integer IR.
 
     MODEL_FILE is ``torch.save({"format": "pqflow-model/1", "model": <quantized
@@ -221,6 +222,18 @@ def lower(model_file: Path, out: Path, force: bool, dequantize: bool) -> None:
     graph = lower_model(model, x, dequantize=dequantize)
     ir.save(graph, out)
     n_w = sum(w.data.size for n in graph for w in n.op.weights().values())
+    if as_json:
+        types = graph.types()
+        doc = {
+            "file": str(out),
+            "nodes": len(graph),
+            "constants": int(n_w),
+            "input": str(graph.inputs[0].type),
+            "output": str(types[graph.outputs[0]]),
+            "ops": [type(n.op).__name__ for n in graph],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     click.echo(
         f"{out}: {len(graph)} nodes, {n_w} constants, output {graph.types()[graph.outputs[0]]}"
     )
@@ -301,7 +314,8 @@ def _hardware_options(f):
     help="Output folder for <top>.v and design.json. Must not exist unless --force.",
 )
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-def gen(ir_file: Path, style, pe, simd, axis, top, target, out: Path, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print design.json's content as JSON.")
+def gen(ir_file: Path, style, pe, simd, axis, top, target, out: Path, force: bool, as_json) -> None:
     """Generate hardware for an IR graph.
 
     --target rtl (default): OUT/<top>.v and OUT/design.json (per-node style).
@@ -312,11 +326,14 @@ def gen(ir_file: Path, style, pe, simd, axis, top, target, out: Path, force: boo
 
     check_out_dir(out, force)
     if target == "hls":
-        _gen_hls(ir_file, style, pe, simd, axis, top, out, force)
+        _gen_hls(ir_file, style, pe, simd, axis, top, out, force, as_json)
         return
     _, d = _design_for(ir_file, style, pe, simd, axis, top)
     with staged_out_dir(out, force) as work:
         _write_rtl(d, ir_file, work)
+    if as_json:
+        click.echo((out / "design.json").read_text().rstrip())
+        return
     click.echo(
         f"{out / (d.top + '.v')}: {style}, {d.text.count(chr(10))} lines, "
         f"latency {d.latency}, cycles per vector {d.cycles_per_vector}"
@@ -491,7 +508,7 @@ def _hls_design(ir_file: Path, style: str, pe, simd, axis: bool):
         raise UserError(f"{ir_file}: {e}") from None
 
 
-def _gen_hls(ir_file: Path, style, pe, simd, axis, top, out: Path, force: bool) -> None:
+def _gen_hls(ir_file: Path, style, pe, simd, axis, top, out: Path, force: bool, as_json) -> None:
     from .hwgen.hls import generate_hls
     from .outdir import staged_out_dir
 
@@ -511,6 +528,9 @@ def _gen_hls(ir_file: Path, style, pe, simd, axis, top, out: Path, force: bool) 
     with staged_out_dir(out, force) as work:
         project.write(work)
         (work / "design.json").write_text(json.dumps(info, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
     lines = sum(project.files[f].count("\n") for f in project.sources)
     vec = "no vectors" if x is None else f"vectors for {x.shape[0]} digits test images"
     click.echo(

@@ -176,3 +176,23 @@ def test_compress_lower_run_chain(tmp_path):
     before = model.read_bytes()
     assert "exists; pass --force" in one_line_error(pqflow("compress", str(cfg), "-o", str(model)))
     assert model.read_bytes() == before
+
+
+def test_gen_json_is_design_json(tmp_path):
+    f = tmp_path / "g.ir.json"
+    ir.save(small_graph(), f)
+    p = pqflow("gen", str(f), "--style", "folded", "--pe", "2", "-o", str(tmp_path / "o"), "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc == json.loads((tmp_path / "o" / "design.json").read_text())
+    assert doc["nodes"]["fc0"]["style"] == "folded" and doc["nodes"]["fc0"]["pe"] == 2
+
+
+def test_every_command_explains_every_option():
+    from pqflow.cli import cli
+
+    for name, cmd in cli.commands.items():
+        assert cmd.help, name
+        for p in cmd.params:
+            if isinstance(p, __import__("click").Option):
+                assert p.help, f"pqflow {name} {p.opts[0]} has no help text"
