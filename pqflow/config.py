@@ -266,26 +266,39 @@ def _section(cls, name: str, raw: object):
     return cls(**kwargs)
 
 
-def parse_config(doc: dict) -> FlowConfig:
-    sections = {f.name: f for f in fields(FlowConfig)}
+def parse_sections(top_cls, doc: dict):
+    """``top_cls`` (a dataclass of section dataclasses, each with defaults and ``check``)
+    from a parsed TOML document, every section and key checked; ConfigError names it."""
+    sections = {f.name: f for f in fields(top_cls)}
     kwargs = {}
     for name, raw in doc.items():
         if name not in sections:
             raise ConfigError(f"[{name}]: unknown section (known: {', '.join(sections)})")
         kwargs[name] = _section(sections[name].default_factory, name, raw)
-    return FlowConfig(**kwargs).check()
+    return top_cls(**kwargs).check()
 
 
-def load_config(path: str | Path) -> FlowConfig:
-    """Read and check a flow TOML file; ConfigError names the file and the key."""
+def parse_config(doc: dict) -> FlowConfig:
+    return parse_sections(FlowConfig, doc)
+
+
+def load_toml(path: str | Path, parse, what: str = "config"):
+    """Read a TOML file and ``parse`` its document; ConfigError names the file and key."""
     p = Path(path)
     try:
         doc = tomllib.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file") from None
+        raise ConfigError(f"{p}: no such {what} file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a folder, not a {what} file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     try:
-        return parse_config(doc)
+        return parse(doc)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
+
+
+def load_config(path: str | Path) -> FlowConfig:
+    """Read and check a flow TOML file; ConfigError names the file and the key."""
+    return load_toml(path, parse_config)

@@ -52,13 +52,12 @@ import itertools
 import json
 import os
 import shutil
-import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, load_toml, parse_sections
 from .errors import UserError
 
 __all__ = [
@@ -194,51 +193,14 @@ class ExploreConfig:
         return self
 
 
-def _section(cls, name: str, raw: object):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    known = {f.name for f in fields(cls)}
-    kwargs = {}
-    for k, v in raw.items():
-        if k not in known:
-            raise ConfigError(f"[{name}] {k}: unknown key (known: {', '.join(sorted(known))})")
-        want = type(getattr(cls(), k))
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if type(v) is not want:
-            raise ConfigError(
-                f"[{name}] {k}: expected {want.__name__}, got {type(v).__name__} {v!r}"
-            )
-        kwargs[k] = v
-    return cls(**kwargs)
-
-
 def parse_explore_config(doc: dict) -> ExploreConfig:
     """An ``ExploreConfig`` from a parsed TOML document; ConfigError names the key."""
-    sections = {f.name: f for f in fields(ExploreConfig)}
-    kwargs = {}
-    for name, raw in doc.items():
-        if name not in sections:
-            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(sections)})")
-        kwargs[name] = _section(sections[name].default_factory, name, raw)
-    return ExploreConfig(**kwargs).check()
+    return parse_sections(ExploreConfig, doc)
 
 
 def load_explore_config(path: str | Path) -> ExploreConfig:
     """Read and check a sweep TOML file; ConfigError names the file and the key."""
-    p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such sweep config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a folder, not a sweep config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    try:
-        return parse_explore_config(doc)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None
+    return load_toml(path, parse_explore_config, "sweep config")
 
 
 # --- design points --------------------------------------------------------------------------
