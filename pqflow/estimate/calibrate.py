@@ -190,8 +190,25 @@ def _engine_specs(seed0: int, style: str, shapes, count: int) -> list[Spec]:
     return out
 
 
+LAYER_CALIBRATION: list[Spec] = [
+    Spec(140, n_in=32, n_out=16, xbits=8, wbits=8, density=0.25, x_signed=False, tail="rq_relu"),
+    Spec(141, n_in=24, n_out=24, xbits=8, wbits=8, density=0.2, x_signed=False, tail="rq"),
+    Spec(142, n_in=16, n_out=32, xbits=6, wbits=6, density=0.3, tail="rq_relu", products="csd"),
+    Spec(143, n_in=40, n_out=12, xbits=8, wbits=4, density=0.3, x_signed=False, tail="rq_mt"),
+]
+"""Layer-sized sparse unrolled designs (tens of inputs and outputs, 20-30% of the weights
+kept, as pruned networks are): adder trees many levels deep next to DSP products, which
+the small random chains cannot separate from their fixed costs."""
+
+LAYER_HELD_OUT: list[Spec] = [
+    Spec(920, n_in=48, n_out=16, xbits=8, wbits=8, density=0.2, x_signed=False, tail="rq_relu"),
+    Spec(921, n_in=20, n_out=28, xbits=7, wbits=6, density=0.3, tail="rq", products="csd"),
+]
+"""Held-out layer-sized designs (other shapes, densities and products)."""
+
 CALIBRATION: list[Spec] = (
     _specs(100, [(2, 4), (3, 6), (4, 8), (2, 3), (4, 5), (3, 8)], 24)
+    + LAYER_CALIBRATION
     + _engine_specs(300, "folded", [(4, 8, 2, 2), (6, 4, 1, 4), (4, 6, 4, 1), (2, 8, 1, 2)], 6)
     + _engine_specs(400, "sparse", [(4, 8, 2, 1), (6, 6, 3, 1), (3, 10, 1, 1), (8, 4, 4, 1)], 6)
 )
@@ -201,6 +218,7 @@ HELD_OUT: list[Spec] = (
     _specs(900, [(3, 5), (2, 7), (4, 6), (3, 4)], 12)
     + _engine_specs(950, "folded", [(6, 6, 3, 2), (5, 10, 1, 5), (8, 3, 2, 3)], 4)
     + _engine_specs(980, "sparse", [(5, 7, 2, 1), (7, 5, 3, 1), (4, 12, 4, 1)], 4)
+    + LAYER_HELD_OUT
 )
 """Designs never used in fitting (other seeds, shapes, PE/SIMD and sparsities)."""
 
@@ -396,6 +414,12 @@ bits yosys provably drops: constant, merged or packed into DSPs): coefficient 1,
 fitted."""
 
 
+FIT_POWER = 0.75
+"""Residuals are weighted by 1 / LUTs**FIT_POWER: 1 would weigh every design's relative
+error alike, letting the many tiny designs (tens of LUTs, where a handful of LUTs is 10%)
+pull the adder coefficients away from what layer-sized designs need; 0.75 leans toward
+the larger designs without ignoring the small ones."""
+
 PRIOR_WEIGHT = 0.3
 """Pull of a derived coefficient set toward its family's (relative-error units)."""
 
@@ -417,7 +441,7 @@ def fit(rows: list[dict]) -> dict:
         fixed = [k for k, n in enumerate(names) if n in STRUCTURAL_LUT]
         free = [k for k in range(len(names)) if k not in fixed]
         rest = y - a[:, fixed].sum(axis=1)  # LUT cells counted one for one
-        w = 1.0 / np.maximum(y, 4.0)  # relative errors (small designs not overweighted)
+        w = 1.0 / np.maximum(y, 4.0) ** FIT_POWER  # near-relative errors
         lhs, rhs = a[:, free] * w[:, None], rest * w
         base = out.get(family.split(":")[0])
         if ":" in family and base:

@@ -156,6 +156,13 @@ class NodeContext:
     device: Device
     reads: tuple[str, ...] = ()
     """The hardware values the node reads (through wiring-only reshapes)."""
+    facts: dict = field(default_factory=dict, compare=False, hash=False)
+    """Per hardware value, the elements synthesis folds or deletes
+    (:func:`pqflow.estimate.liveness.analyze`; empty: assume none)."""
+
+    def facts_of(self, value: str):
+        """The ``Facts`` of a value (None when not analyzed)."""
+        return self.facts.get(value)
 
     @property
     def style(self) -> str:
@@ -194,9 +201,11 @@ def contexts(design: Design, device: Device) -> list[NodeContext]:
     deserializer and kept)."""
     from ..hwgen.amaranth.common import beat_layout
     from ..hwgen.amaranth.graph_top import hardware_graph
+    from .liveness import analyze
 
     hw = hardware_graph(design.graph)
     types = design.graph.types()
+    facts = analyze(design, device)
     out = []
     alias: dict[str, str] = {}
     for n in hw.nodes:
@@ -208,7 +217,7 @@ def contexts(design: Design, device: Device) -> list[NodeContext]:
                 alias[n.name] = reads[0]
                 continue
         impl = design.impl(n.name) if isinstance(n.op, MATRIX_OPS) else None
-        out.append(NodeContext(n, t, types[n.name], impl, design, device, reads))
+        out.append(NodeContext(n, t, types[n.name], impl, design, device, reads, facts))
     return out
 
 

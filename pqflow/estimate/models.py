@@ -253,6 +253,8 @@ class _N:
         "chain",
         "feed",
         "dsp",
+        "mono",
+        "has_solo",
     )
 
     def __init__(self, lo, hi, neg=False, tz=0, const=None, sig=None, uses=(), solo=False):
@@ -261,6 +263,9 @@ class _N:
         self.chain = None  # the registers holding this value unchanged: [key, bits, length]
         self.feed = 0  # FF bits of the register a constant addition into this node reads
         self.dsp = False  # a product computed in a DSP block (not yet registered)
+        # a sum of products all of one sign, one of them ``solo``: yosys's alumacc makes it
+        # one $macc, whose DSP chain ends in the P register of a solo product's block
+        self.mono, self.has_solo = const is None, solo
 
     @property
     def bits(self) -> int:
@@ -295,7 +300,8 @@ def _combine(a: _N, b: _N, adders: list) -> _N:
         kind = "dsp" if packed else "fed" if b.dsp else ""
         adders.append((n.bits, max(n.bits - max(b.tz, _tz(c)), 0), kind))
         n.preg = packed
-        if b.chain is not None and b.sig[0] == "r" and not b.sig[3]:
+        n.mono, n.has_solo = b.mono, b.has_solo
+        if _fresh_register(b):
             n.feed = b.chain[1]  # a register + a constant: a DSP's A register and pre-adder
         return n
     if a.neg == b.neg:
@@ -309,10 +315,31 @@ def _combine(a: _N, b: _N, adders: list) -> _N:
         n = _N(b.lo - a.hi, b.hi - a.lo, sig=("-", b.sig, a.sig), uses=uses)
         packed = False
     n.tz = min(a.tz, b.tz)
+    n.mono = a.mono and b.mono and a.neg == b.neg
+    n.has_solo = a.has_solo or b.has_solo
+    # registers added here: a DSP48E1 multiplier reading the sum takes the adder as its
+    # pre-adder and these registers as its A and D registers
+    n.feed = sum(x.chain[1] for x in (a, b) if _fresh_register(x))
     kind = "dsp" if packed else "fed" if a.dsp or b.dsp else ""
     adders.append((n.bits, max(n.bits - max(a.tz, b.tz), 0), kind))
     n.preg = packed
     return n
+
+
+def _root_regs(n: _N) -> int:
+    """FF bits a DSP48E1 multiplier reading output register ``n`` alone takes in: a
+    two-register delay line as its two A registers (AREG=2); else the register and the
+    registers its last adder reads (A/D registers of the pre-adder). A longer delay line is
+    an SRL already (``delay_lines``)."""
+    _, bits, length = n.chain
+    if length >= 3:
+        return 0
+    return 2 * bits if length == 2 else bits + n.feed
+
+
+def _fresh_register(n: _N) -> bool:
+    """A register (FFs, not a DSP's P register) read as it is."""
+    return n.chain is not None and n.sig[0] == "r" and not n.sig[3]
 
 
 @dataclass
@@ -338,23 +365,36 @@ class DenseTrees:
     roots: list
     root_regs: list = field(default_factory=list)
     delay_lines: list = field(default_factory=list)
+    root_ranges: list = field(default_factory=list)
+    """Per output, the range its final register can hold as declared (its full width,
+    what logic after it can assume), negated when the tree computes ``-S`` (every term
+    negative); None for a constant output."""
 
 
 def unrolled_trees(
-    op: Dense, in_type: Fixed, levels_per_stage: int, products: str, dsp_keys=frozenset()
+    op: Dense,
+    in_type: Fixed,
+    levels_per_stage: int,
+    products: str,
+    dsp_keys=frozenset(),
+    weight=None,
+    bias=None,
 ) -> DenseTrees:
     """Mirror ``UnrolledDense``'s adder trees on intervals (the same pairing and registers).
 
     ``dsp_keys`` are the products (input, odd factor) mapped to DSP blocks. As yosys's
     ``xilinx_dsp`` packs them: a product used once and unshifted takes the addition it
     feeds as its post-adder, and the register right after the product or the post-adder
-    is the block's P register (no FFs)."""
+    is the block's P register (no FFs). ``weight``/``bias`` replace the op's (the
+    effective matrix synthesis leaves, :func:`~pqflow.estimate.liveness.effective_dense`)."""
     lo, hi = in_type.min_raw, in_type.max_raw
     w_in = in_type.width
-    bias = op.bias.data if op.bias is not None else [0] * op.weight.shape[0]
+    weight = op.weight.data if weight is None else weight
+    if bias is None:
+        bias = op.bias.data if op.bias is not None else [0] * op.weight.shape[0]
     rows = []
     prods: dict[tuple[int, int], list] = {}
-    for row, b in zip(op.weight.data, bias, strict=True):
+    for row, b in zip(weight, bias, strict=True):
         terms = []
         for i, w in enumerate(int(v) for v in row):
             if w == 0:
@@ -413,7 +453,9 @@ def unrolled_trees(
                 for n in t:
                     if n.const is not None:
                         continue
-                    absorbed = n.solo or n.preg
+                    # a DSP product registered as it is: the block's M register
+                    absorbed = n.solo or n.preg or (n.mono and n.has_solo)
+                    absorbed = absorbed or (n.dsp and n.sig[0] == "x")
                     key = _reg_key(n.sig)
                     bits = max(n.bits - n.tz, 1)  # constant zero LSBs: no FF
                     if key not in seen:
@@ -429,16 +471,29 @@ def unrolled_trees(
                             prods[pkey][1] = max(prods[pkey][1], n.bits - k)
                     n.chain = seen[key]
                     n.sig = ("r", level, n.sig, absorbed)
-                    n.solo = n.preg = n.dsp = False
+                    n.solo = n.preg = n.dsp = n.mono = n.has_solo = False
                     n.uses = ()
             first = False
     roots = [t[0].bits if t and t[0].const is None else 0 for t in trees]
+    # a negated output (-reg) puts a negation between the register and a DSP multiplier
+    # reading it: the register stays in FFs
     root_regs = [
-        (t[0].chain[1] + t[0].feed) if t and t[0].const is None and not t[0].sig[3] else 0
+        _root_regs(t[0]) if t and t[0].const is None and not t[0].sig[3] and not t[0].neg else 0
         for t in trees
     ]
     delay_lines = [(bits, length) for _, bits, length in chains if length > 1]
-    return DenseTrees(depth, latency, adders, registers, prods, roots, root_regs, delay_lines)
+    ranges = [_declared_range(t[0]) if t and t[0].const is None else None for t in trees]
+    return DenseTrees(
+        depth, latency, adders, registers, prods, roots, root_regs, delay_lines, ranges
+    )
+
+
+def _declared_range(n: _N) -> tuple[int, int]:
+    """The values a register of node ``n`` can hold (``fitting_shape``'s full range), as
+    the output it drives: ``-reg`` for a negated tree."""
+    w = n.bits
+    lo, hi = (-(1 << (w - 1)), (1 << (w - 1)) - 1) if n.lo < 0 else (0, (1 << w) - 1)
+    return (-hi, -lo) if n.neg else (lo, hi)
 
 
 def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, float]:
@@ -467,11 +522,20 @@ def _packs_registers(device: Device) -> bool:
 def _mirror(ctx: NodeContext) -> tuple[DenseTrees, set, int, float]:
     """The trees of an unrolled Dense node with its DSP products, DSP blocks and soft bits."""
     impl, it = ctx.impl, ctx.in_type.dtype
-    t = unrolled_trees(ctx.node.op, it, impl.levels_per_stage, impl.products)
+    w, b = _effective(ctx, ctx.node)
+    args = (ctx.node.op, it, impl.levels_per_stage, impl.products)
+    t = unrolled_trees(*args, weight=w, bias=b)
     keys, dsp, soft = _dsp_keys(ctx, t)
     if keys and _packs_registers(ctx.device):
-        t = unrolled_trees(ctx.node.op, it, impl.levels_per_stage, impl.products, frozenset(keys))
+        t = unrolled_trees(*args, frozenset(keys), weight=w, bias=b)
     return t, keys, dsp, soft
+
+
+def _effective(ctx: NodeContext, node):
+    """An unrolled Dense node's weights and bias as synthesis leaves them."""
+    from .liveness import effective_dense
+
+    return effective_dense(node.op, ctx.facts_of(node.inputs[0]), ctx.facts_of(node.name))
 
 
 @register(Dense, "unrolled")
@@ -570,7 +634,8 @@ def _element_widths(ctx: NodeContext) -> list[int] | None:
     if not isinstance(impl, Unrolled):
         return None
     it = graph.types()[prev.inputs[0]].dtype
-    t = unrolled_trees(prev.op, it, impl.levels_per_stage, impl.products)
+    w, b = _effective(ctx, prev)
+    t = unrolled_trees(prev.op, it, impl.levels_per_stage, impl.products, weight=w, bias=b)
     return [max(r, 1) for r in t.roots]
 
 
@@ -587,6 +652,13 @@ def _requant(ctx: NodeContext) -> Features:
     out_w = op.to.width
     widths = _element_widths(ctx)
     for k in range(n):
+        state = _element_state(ctx, k, beats)
+        if state == "gone":
+            continue
+        if state == "registers":  # ABC folds its logic to a constant; the FFs stay
+            if registered:
+                f.add("ff", "reg_bits", out_w)
+            continue
         mult, shift = _channel(op.mult, k, c), _channel(op.shift, k, c)
         if mult == 0:
             continue
@@ -620,8 +692,21 @@ def _relu(ctx: NodeContext) -> Features:
     beats, n = _beats(ctx.in_type)
     f = Features(latency=0, ii=beats)
     if it.signed:
-        f.add("lut", "relu_bits", n * max(it.width - 1, 1))
+        kept = sum(_element_state(ctx, k, beats) == "logic" for k in range(n))
+        f.add("lut", "relu_bits", kept * max(it.width - 1, 1))
     return f
+
+
+def _element_state(ctx: NodeContext, k: int, beats: int) -> str:
+    """What synthesis leaves of element ``k`` of an elementwise unit (``liveness``):
+    ``"gone"`` (constant or unread), ``"registers"`` (ABC makes its logic a constant, its
+    output register stays) or ``"logic"``. Pixel streams (``beats`` > 1): ``"logic"``."""
+    facts = ctx.facts_of(ctx.node.name)
+    if facts is None or beats > 1:
+        return "logic"
+    if k in facts.const or not facts.is_live(k):
+        return "gone"
+    return "registers" if k in facts.abc_const else "logic"
 
 
 @register(MultiThreshold, "unit")
@@ -636,6 +721,13 @@ def _threshold(ctx: NodeContext) -> Features:
     out_w, _ = _width(op.out)
     f = Features(latency=1 if registered else 0, ii=beats)
     for k in range(n):
+        state = _element_state(ctx, k, beats)
+        if state == "gone":
+            continue
+        if state == "registers":
+            if registered:
+                f.add("ff", "reg_bits", out_w)
+            continue
         row = t[k % c] if t.shape[0] > 1 else t[0]
         live = sum(1 for th in (int(v) for v in row) if lo < th <= hi)
         f.add("lut", "cmp_bits", live * it.width)
@@ -658,11 +750,33 @@ def _rom(device: Device, depth: int, width: int) -> tuple[int, float]:
     bits = depth * width
     if ram is None or bits * 4 < ram.bits:
         return 0, float(bits)
-    # a block holds ram.bits at widths up to max_width; wider words use blocks side by side
+    return _blocks(ram, depth, width), 0.0
+
+
+def _blocks(ram, depth: int, width: int) -> int:
+    """Block RAMs for a ``depth`` x ``width`` memory: a block holds ram.bits at widths up
+    to max_width; wider words use blocks side by side."""
     per_block_width = max(1, min(ram.max_width, ram.bits // max(depth, 1)))
     cols = -(-width // per_block_width)
     rows = -(-depth // max(ram.bits // min(width, ram.max_width), 1))
-    return max(cols * rows, 1), 0.0
+    return max(cols * rows, 1)
+
+
+ICE40_BRAM_COST = 64
+"""yosys's ``memory_libmap`` cost of one iCE40 block RAM (``ice40/brams.txt``), against
+one per bit for a RAM in flip-flops: a RAM goes to block RAM when it has more bits than
+its blocks cost."""
+
+
+def _ram(device: Device, depth: int, width: int) -> int:
+    """Block RAMs yosys spends on a ``depth`` x ``width`` RAM (0: LUT RAM or flip-flops)."""
+    ram = device.bram
+    if ram is None:
+        return 0
+    if device.family == "ice40":  # no LUT RAM: block RAM once it is cheaper than FFs
+        n = _blocks(ram, depth, width)
+        return n if depth * width > ICE40_BRAM_COST * n else 0
+    return _rom(device, depth, width)[0]
 
 
 def _bits(n: int) -> int:
@@ -879,7 +993,7 @@ def _conv(ctx: NodeContext) -> Features:
     depth = getattr(unit, "fifo_depth", 0)
     if depth:  # windows queue before a slow engine
         q = fifo_features(
-            ctx.device, _width(ctx.in_type.dtype)[0] * dense.weight.shape[1], depth, 1
+            ctx.device, _width(ctx.in_type.dtype)[0] * dense.weight.shape[1], depth, 1, False
         )
         for kind in ("lut", "ff"):
             for k, v in getattr(q, kind).items():
@@ -961,13 +1075,16 @@ def _add(ctx: NodeContext) -> Features:
     return f
 
 
-def fifo_features(device: Device, width: int, depth: int, beats: int) -> Features:
+def fifo_features(
+    device: Device, width: int, depth: int, beats: int, sync_read: bool = True
+) -> Features:
     """A ``SkipFIFO`` (``SyncFIFOBuffered``: ``depth`` - 1 words of memory and an output
-    register): block RAM when the memory fills a quarter of one, else LUT RAM; read and
-    write pointers and a level counter."""
+    register): block RAM when yosys finds it cheaper (``_ram``), else LUT RAM; read and
+    write pointers and a level counter. ``sync_read=False``: a ``SyncFIFO``, whose
+    asynchronous read port no block RAM has (LUT RAM, or FFs on an iCE40)."""
     f = Features(latency=2, ii=beats)
     words = max(depth - 1, 1)
-    bram, _ = _rom(device, words, width)
+    bram = _ram(device, words, width) if sync_read else 0
     f.bram += bram
     if not bram and device.family == "xilinx":  # LUT RAM: a RAM32M holds 32 words x 6 bits
         f.add("lut", "lutram_cells", float(-(-width // 6) * -(-words // 32)))
