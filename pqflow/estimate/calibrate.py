@@ -208,9 +208,12 @@ LAYER_HELD_OUT: list[Spec] = [
 
 CALIBRATION: list[Spec] = (
     _specs(100, [(2, 4), (3, 6), (4, 8), (2, 3), (4, 5), (3, 8)], 24)
+    + _specs(200, [(3, 5), (5, 4), (2, 6), (4, 7), (6, 3), (5, 6)], 24)
     + LAYER_CALIBRATION
     + _engine_specs(300, "folded", [(4, 8, 2, 2), (6, 4, 1, 4), (4, 6, 4, 1), (2, 8, 1, 2)], 6)
     + _engine_specs(400, "sparse", [(4, 8, 2, 1), (6, 6, 3, 1), (3, 10, 1, 1), (8, 4, 4, 1)], 6)
+    + _engine_specs(600, "folded", [(6, 4, 2, 4), (4, 9, 2, 3), (8, 4, 4, 2), (3, 6, 1, 6)], 6)
+    + _engine_specs(700, "sparse", [(6, 5, 2, 1), (4, 9, 4, 1), (9, 4, 3, 1), (5, 8, 1, 1)], 6)
 )
 """The designs the coefficients are fitted on."""
 

@@ -30,7 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..hwgen.design import Design, Unrolled
-from ..ir import Dense, Flatten, MultiThreshold, ReLU, Requant, Reshape, TensorType
+from ..ir import (
+    Dense,
+    Fixed,
+    Flatten,
+    MultiThreshold,
+    ReLU,
+    Requant,
+    Reshape,
+    TensorType,
+)
 
 __all__ = ["Facts", "analyze", "effective_dense"]
 
@@ -94,6 +103,20 @@ def _elementwise_const(op, in_type: TensorType, const_in: dict[int, int]) -> dic
     return {k: int(y[k]) for k in const_in}
 
 
+def _flat(op, in_type: TensorType) -> dict[int, int]:
+    """Elements of a monotone unit that are constant over its input type's whole range (a
+    MultiThreshold whose thresholds all lie outside it, a ReLU of a non-positive type)."""
+    if isinstance(op, Requant) or not isinstance(in_type.dtype, Fixed):
+        return {}
+    lo, hi = in_type.dtype.min_raw, in_type.dtype.max_raw
+    out = {}
+    for k in range(_size(in_type)):
+        span = _through(op, k % in_type.shape[-1], lo, hi, in_type.dtype.width, None)
+        if span is not None and span[0] == span[1]:
+            out[k] = span[0]
+    return out
+
+
 def analyze(design: Design, device=None) -> dict[str, Facts]:
     """Per hardware value of ``design``, the elements synthesis folds or deletes on
     ``device`` (whether a product is a DSP block, opaque to ABC, depends on it)."""
@@ -113,7 +136,7 @@ def analyze(design: Design, device=None) -> dict[str, Facts]:
             folded[n.name] = (w, b)
             const[n.name] = {r: int(b[r]) for r in range(w.shape[0]) if not w[r].any()}
         elif isinstance(op, _ELEMENTWISE):
-            const[n.name] = _elementwise_const(op, types[src], cin)
+            const[n.name] = _elementwise_const(op, types[src], cin) | _flat(op, types[src])
         elif isinstance(op, Flatten | Reshape):
             const[n.name] = dict(cin)
     abc: dict[str, set[int]] = {}
@@ -182,7 +205,7 @@ def _abc_chain(design: Design, hw, name: str, folded: dict, const: dict, device)
             break
         chain.append(readers[0])
         if _registered(design, readers[0].op):
-            break
+            break  # past a register ABC knows only its width (measured: no further)
         v = readers[0].name
     if not chain:
         return {}
@@ -207,6 +230,7 @@ def _abc_chain(design: Design, hw, name: str, folded: dict, const: dict, device)
                 for u in chain[k:]:
                     out.setdefault(u.name, set()).add(r)
                 break
+
     return out
 
 
@@ -231,7 +255,7 @@ def _through(op, k: int, lo: int, hi: int, bits: int, device) -> tuple[int, int]
     odd = mult >> tz if mult else 0
     if odd > 1 and device is not None and _requant_dsp(device, bits, True, mult):
         # a DSP block's output is opaque to ABC: any value of the (signed) product's width
-        pw = bits + odd.bit_length() + (lo >= 0)
+        pw = bits + (lo >= 0) + odd.bit_length() + 1  # signed A times signed B
         p = np.array([-(1 << (pw - 1)) << tz, ((1 << (pw - 1)) - 1) << tz], dtype=np.int64)
     else:
         p = np.array([lo * mult, hi * mult], dtype=np.int64)

@@ -820,9 +820,11 @@ def _folded(ctx: NodeContext) -> Features:
         else:
             f.add("lut", "mac_bits", pe * simd * wb * x_w)
         # the SIMD products' sum and the accumulation: DSP post-adders (cascaded) on a
-        # DSP48E1, carry-chain adders otherwise
+        # DSP48E1, carry-chain adders otherwise. With one fold per row (SIMD = inputs) there
+        # is no accumulation: bias + products is one cascade of DSP post-adders, no LUTs
         packed = nd and _packs_registers(ctx.device)
-        f.add("lut", "add_dsp_bits" if packed else "fold_add_bits", pe * simd * acc_w)
+        if not (packed and sfs == 1):
+            f.add("lut", "add_dsp_bits" if packed else "fold_add_bits", pe * simd * acc_w)
     bram, _ = _rom(ctx.device, cycles, rom_w)
     f.bram += bram
     if not bram:  # a ROM in logic and its read register (constant or repeated columns merge)
@@ -834,8 +836,9 @@ def _folded(ctx: NodeContext) -> Features:
         f.add("lut", "rom_luts", _rom_luts(ctx.device, cycles, live))
         weights_in_dsp = pe * simd * wb if nd and _packs_registers(ctx.device) else 0
         f.add("ff", "fold_reg_bits", max(live - weights_in_dsp, 0))  # a DSP takes its B reg
-    f.add("lut", "fold_mux_bits", mw * x_w)  # the input buffer: load or rotate
-    acc = pe * (_bits(mw + 1) if binary else acc_w)
+    if sfs > 1:  # the input buffer rotates by SIMD (one fold: it only loads, an FF enable)
+        f.add("lut", "fold_mux_bits", mw * x_w)
+    acc = pe * (_bits(mw + 1) if binary else acc_w) if sfs > 1 else 0  # one fold: no acc
     f.add("ff", "fold_reg_bits", mw * x_w + mh * acc_w + (mh - pe) * acc_w + acc)
     f.add("ff", "fold_reg_bits", -acc_w * len(_absorbed_by_requant(ctx, [acc_w] * mh)))
     f.add("ff", "valid", 2 + _bits(cycles) + _bits(nfs) + _bits(sfs))
@@ -1086,8 +1089,9 @@ def fifo_features(
     words = max(depth - 1, 1)
     bram = _ram(device, words, width) if sync_read else 0
     f.bram += bram
-    if not bram and device.family == "xilinx":  # LUT RAM: a RAM32M holds 32 words x 6 bits
-        f.add("lut", "lutram_cells", float(-(-width // 6) * -(-words // 32)))
+    if not bram and device.family == "xilinx":  # LUT RAM: 32 words x 6 bits a RAM32M, x 14
+        per_cell = 14 if device.yosys_arch == "xcup" else 6  # a RAM32M16 (UltraScale+)
+        f.add("lut", "lutram_cells", float(-(-width // per_cell) * -(-words // 32)))
     elif not bram:  # no LUT RAM on an iCE40: the words are FFs
         f.add("ff", "reg_bits", width * words)
         f.add("lut", "fifo_mux_bits", width * words)
