@@ -426,8 +426,9 @@ the larger designs without ignoring the small ones."""
 PRIOR_WEIGHT = 0.3
 """Pull of a derived coefficient set toward its family's (relative-error units)."""
 
-STRUCTURAL_LUT = ("lutram_cells", "srl_bits")
-"""LUT features that count cells one for one (LUT-RAM cells, shift-register LUTs)."""
+STRUCTURAL_LUT = ("lutram_cells", "srl_bits", "rom_luts")
+"""LUT features that count cells one for one (LUT-RAM cells, shift-register LUTs, ROM
+columns in logic: a LUT is a 2**k x 1 ROM)."""
 
 
 def fit(rows: list[dict]) -> dict:
