@@ -1095,7 +1095,8 @@ def fifo_features(
     elif not bram:  # no LUT RAM on an iCE40: the words are FFs
         f.add("ff", "reg_bits", width * words)
         f.add("lut", "fifo_mux_bits", width * words)
-    f.add("ff", "reg_bits", width)
+    if sync_read:  # SyncFIFOBuffered's output register (a SyncFIFO reads combinationally)
+        f.add("ff", "reg_bits", width)
     f.add("ff", "valid", 2 + 3 * _bits(depth + 1))
     f.add("lut", "ctrl", 3 * _bits(depth + 1))
     return f
