@@ -1086,7 +1086,7 @@ def fifo_features(
     write pointers and a level counter. ``sync_read=False``: a ``SyncFIFO``, whose
     asynchronous read port no block RAM has (LUT RAM, or FFs on an iCE40)."""
     f = Features(latency=2, ii=beats)
-    words = max(depth - 1, 1)
+    words = max(depth - 1, 1) if sync_read else depth  # a SyncFIFO stores all ``depth``
     bram = _ram(device, words, width) if sync_read else 0
     f.bram += bram
     if not bram and device.family == "xilinx":  # LUT RAM: 32 words x 6 bits a RAM32M, x 14
