@@ -137,7 +137,7 @@ def analyze(design: Design, device=None) -> dict[str, Facts]:
             const[n.name] = {r: int(b[r]) for r in range(w.shape[0]) if not w[r].any()}
         elif isinstance(op, _ELEMENTWISE):
             const[n.name] = _elementwise_const(op, types[src], cin) | _flat(op, types[src])
-        elif isinstance(op, Flatten | Reshape):
+        elif isinstance(op, Flatten | Reshape) and _wiring(types[src]):
             const[n.name] = dict(cin)
     abc: dict[str, set[int]] = {}
     for name in folded:
@@ -160,7 +160,7 @@ def analyze(design: Design, device=None) -> dict[str, Facts]:
             if out is None:
                 out = set(range(_size(types[n.name])))
             _merge(need, n.inputs[0], out - set(const[n.name]) - abc.get(n.name, set()))
-        elif isinstance(op, Flatten | Reshape):
+        elif isinstance(op, Flatten | Reshape) and _wiring(types[n.inputs[0]]):
             _merge(need, n.inputs[0], out)
         else:
             for v in n.inputs:
@@ -174,6 +174,14 @@ def analyze(design: Design, device=None) -> dict[str, Facts]:
             live=None if live is None else frozenset(live),
         )
     return facts
+
+
+def _wiring(t: TensorType) -> bool:
+    """A reshape of a one-beat value is wiring; of a pixel stream, a deserializer (its
+    registers keep what they hold, so nothing is assumed through it)."""
+    from ..hwgen.amaranth.common import beat_layout
+
+    return beat_layout(t.shape)[0] == 1
 
 
 def _merge(need: dict, value: str, elems: set[int] | None) -> None:
