@@ -327,6 +327,14 @@ CNN_CALIBRATION: list[CnnSpec] = [
     ),
     CnnSpec(502, h=5, w=5, cin=3, cout=2, k=2, stride=2, xbits=3, wbits=5, pool=""),
     CnnSpec(503, w=5, xbits=5, wbits=4, residual=True),
+    CnnSpec(504, cin=2, cout=3, xbits=4, wbits=4, pool="avg", style="folded", pe=1, simd=3),
+    CnnSpec(505, h=8, w=8, cin=1, cout=4, pad=1, xbits=5, wbits=5, style="folded", pe=2, simd=9),
+    CnnSpec(506, h=7, w=7, cin=3, cout=2, k=2, xbits=4, wbits=3, pool="max"),
+    CnnSpec(
+        507, h=8, w=8, cin=2, cout=2, xbits=3, wbits=5, pool="avg", style="folded", pe=2, simd=2
+    ),
+    CnnSpec(508, h=5, w=5, cin=2, cout=3, pad=1, xbits=6, wbits=4, pool="", style="sparse", pe=1),
+    CnnSpec(509, w=6, xbits=4, wbits=4, residual=True),
 ]
 """Pixel-stream and residual designs the window, pool, deserializer, Add and FIFO
 features are fitted on (with ``CALIBRATION``)."""
