@@ -109,12 +109,13 @@ def _flat(op, in_type: TensorType) -> dict[int, int]:
     if isinstance(op, Requant) or not isinstance(in_type.dtype, Fixed):
         return {}
     lo, hi = in_type.dtype.min_raw, in_type.dtype.max_raw
-    out = {}
-    for k in range(_size(in_type)):
-        span = _through(op, k % in_type.shape[-1], lo, hi, in_type.dtype.width, None)
+    c = in_type.shape[-1]
+    flat = {}  # per channel: the same thresholds at every pixel
+    for k in range(c):
+        span = _through(op, k, lo, hi, in_type.dtype.width, None)
         if span is not None and span[0] == span[1]:
-            out[k] = span[0]
-    return out
+            flat[k] = span[0]
+    return {k: flat[k % c] for k in range(_size(in_type)) if k % c in flat}
 
 
 def analyze(design: Design, device=None) -> dict[str, Facts]:
