@@ -995,8 +995,16 @@ def _conv(ctx: NodeContext) -> Features:
         obj._MustUse__silence = True
     depth = getattr(unit, "fifo_depth", 0)
     if depth:  # windows queue before a slow engine
+        # a folded engine with one fold per row loads the window into its input buffer as
+        # it is (no rotation mux): the FIFO's read data goes straight into registers
+        direct = isinstance(ctx.impl, Folded) and ctx.impl.simd == dense.weight.shape[1]
         q = fifo_features(
-            ctx.device, _width(ctx.in_type.dtype)[0] * dense.weight.shape[1], depth, 1, False
+            ctx.device,
+            _width(ctx.in_type.dtype)[0] * dense.weight.shape[1],
+            depth,
+            1,
+            sync_read=False,
+            read_register=direct,
         )
         for kind in ("lut", "ff"):
             for k, v in getattr(q, kind).items():
@@ -1079,15 +1087,22 @@ def _add(ctx: NodeContext) -> Features:
 
 
 def fifo_features(
-    device: Device, width: int, depth: int, beats: int, sync_read: bool = True
+    device: Device,
+    width: int,
+    depth: int,
+    beats: int,
+    sync_read: bool = True,
+    read_register: bool = False,
 ) -> Features:
     """A ``SkipFIFO`` (``SyncFIFOBuffered``: ``depth`` - 1 words of memory and an output
     register): block RAM when yosys finds it cheaper (``_ram``), else LUT RAM; read and
     write pointers and a level counter. ``sync_read=False``: a ``SyncFIFO``, whose
-    asynchronous read port no block RAM has (LUT RAM, or FFs on an iCE40)."""
+    asynchronous read port no block RAM has (LUT RAM, or FFs on an iCE40) unless
+    ``read_register``: its data goes straight into a register (with an enable), which
+    yosys merges into the read port, making it a block RAM's synchronous read."""
     f = Features(latency=2, ii=beats)
     words = max(depth - 1, 1) if sync_read else depth  # a SyncFIFO stores all ``depth``
-    bram = _ram(device, words, width) if sync_read else 0
+    bram = _ram(device, words, width) if sync_read or read_register else 0
     f.bram += bram
     if not bram and device.family == "xilinx":  # LUT RAM: 32 words x 6 bits a RAM32M, x 14
         per_cell = 14 if device.yosys_arch == "xcup" else 6  # a RAM32M16 (UltraScale+)
