@@ -9,13 +9,17 @@ README's 80%-sparse MLP):
    row whose weights are all zero, or that reads only constant elements, is a constant
    (its bias). A ``ReLU``/``Requant``/``MultiThreshold`` of a constant is a constant. A
    product that reads a constant is folded into the bias; logic whose value nothing reads
-   is deleted, back through the chain.
-2. **During LUT mapping** (``abc9``): an unrolled Dense row whose terms are all negative
-   and whose bias is not positive is computed as ``-S`` with ``S >= 0`` held in an
-   unsigned register (:func:`~pqflow.estimate.models.unrolled_trees` mirrors this). The
-   ``ReLU`` of it is provably 0, so ABC makes it constant, and every register, adder and
-   DSP block that only fed it is then unused and removed. ABC cannot see through a DSP
-   block or a register, so its readers keep their multipliers (with a constant input).
+   is deleted, back through the chain. So is a MultiThreshold channel whose thresholds
+   all lie outside its input type.
+2. **During LUT mapping** (``abc9``): ABC knows of a row's output only its register's
+   declared width, and evaluates the elementwise units after it, up to the next
+   register, on that whole range (they are monotone: the two ends suffice). A row whose
+   terms are all negative is computed as ``-S`` with ``S >= 0`` in an unsigned register
+   (:func:`~pqflow.estimate.models.unrolled_trees` mirrors this), so its ``ReLU`` is
+   provably 0; a Requant shifting out every bit the register can hold is too. Such a
+   row's chain is constant, and every register, adder and DSP block that only fed it is
+   removed. A DSP block's output is opaque to ABC (any value of the product's width),
+   and so is a register: readers past it keep their multipliers.
 
 ``analyze(design)`` returns, per hardware value, the elements of each kind
 (:class:`Facts`); ``contexts`` hands them to the models, which cost the effective

@@ -453,9 +453,12 @@ def unrolled_trees(
                 for n in t:
                     if n.const is not None:
                         continue
-                    # a DSP product registered as it is: the block's M register
-                    absorbed = n.solo or n.preg or (n.mono and n.has_solo)
-                    absorbed = absorbed or (n.dsp and n.sig[0] == "x")
+                    absorbed = (
+                        n.solo  # a solo product: its block's P register
+                        or n.preg  # a DSP post-adder's output: its P register
+                        or (n.mono and n.has_solo)  # a one-sign $macc chain's P register
+                        or (n.dsp and n.sig[0] == "x")  # a DSP product as it is: M register
+                    )
                     key = _reg_key(n.sig)
                     bits = max(n.bits - n.tz, 1)  # constant zero LSBs: no FF
                     if key not in seen:
