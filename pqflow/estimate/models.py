@@ -732,10 +732,14 @@ def _threshold(ctx: NodeContext) -> Features:
                 f.add("ff", "reg_bits", out_w)
             continue
         row = t[k % c] if t.shape[0] > 1 else t[0]
-        live = sum(1 for th in (int(v) for v in row) if lo < th <= hi)
-        f.add("lut", "cmp_bits", live * it.width)
-        if live > 1:
-            f.add("lut", "count_bits", (live - 1) * out_w)
+        ths = [th for th in (int(v) for v in row) if lo < th <= hi]
+        if it.width <= ctx.device.lut_inputs:  # each output bit is one LUT of the input
+            words = [sum(x >= th for th in ths) for x in range(lo, hi + 1)]
+            f.add("lut", "rom_luts", _rom_columns(words, out_w))
+        else:
+            f.add("lut", "cmp_bits", len(ths) * it.width)
+            if len(ths) > 1:
+                f.add("lut", "count_bits", (len(ths) - 1) * out_w)
         if registered:
             f.add("ff", "reg_bits", out_w)
     if registered:
@@ -840,12 +844,17 @@ def _folded(ctx: NodeContext) -> Features:
         weights_in_dsp = pe * simd * wb if nd and _packs_registers(ctx.device) else 0
         f.add("ff", "fold_reg_bits", max(live - weights_in_dsp, 0))  # a DSP takes its B reg
     if sfs > 1:  # the input buffer rotates by SIMD (one fold: it only loads, an FF enable)
-        f.add("lut", "fold_mux_bits", mw * x_w)
+        # load or rotate is a 2:1 mux per bit before an enabled FF: one 6-input LUT each,
+        # counted (yosys maps exactly MW * x_w on both Xilinx families); fitted on the iCE40
+        xilinx = ctx.device.family == "xilinx"
+        f.add("lut", "mux_luts" if xilinx else "fold_mux_bits", mw * x_w)
     acc = pe * (_bits(mw + 1) if binary else acc_w) if sfs > 1 else 0  # one fold: no acc
     f.add("ff", "fold_reg_bits", mw * x_w + mh * acc_w + (mh - pe) * acc_w + acc)
     f.add("ff", "fold_reg_bits", -acc_w * len(_absorbed_by_requant(ctx, [acc_w] * mh)))
-    f.add("ff", "valid", 2 + _bits(cycles) + _bits(nfs) + _bits(sfs))
-    f.add("lut", "ctrl", 2 + _bits(cycles) + _bits(nfs) + _bits(sfs))
+    # busy, the output valid, the ROM row counter and the synapse-fold counter (the
+    # neuron-fold counter is never read: yosys deletes it)
+    f.add("ff", "valid", 2 + _bits(cycles) + _bits(sfs))
+    f.add("lut", "fold_ctrl", 2 + _bits(cycles) + _bits(sfs))
     return f
 
 
@@ -889,7 +898,7 @@ def _sparse(ctx: NodeContext) -> Features:
         packed = nd and _packs_registers(ctx.device)
         f.add("lut", "add_dsp_bits" if packed else "sparse_add_bits", acc_w)
         f.add("lut", "sparse_mux_bits", rows * acc_w + live * x_w)  # acc[row], x[col]
-        f.add("lut", "ctrl", live + _bits(max(sw.counts[p])) + _bits(sw.n_in))
+        f.add("lut", "sparse_ctrl", live + _bits(max(sw.counts[p])) + _bits(sw.n_in))
         f.add("ff", "sparse_reg_bits", live + x_w)  # pending mask, x[col]
         f.add("ff", "valid", 1 + _bits(max(sw.counts[p])))  # in flight, step
     f.add("ff", "sparse_reg_bits", ctx.in_type.size * x_w + sw.n_out * acc_w)  # x, out

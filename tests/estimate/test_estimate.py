@@ -168,12 +168,7 @@ def test_latency_and_ii_are_the_rtl_ones(spec):
         assert e.ii == v.cycles_per_vector
 
 
-KNOWN_MISSES = {
-    (
-        "c951_6x6x2_k3p0s1_o2_x4_w5_avg_folded_p1s2",
-        "xcup",
-    ): "LUT +33%: folded conv engine (fold mux, control) on UltraScale+",
-}
+KNOWN_MISSES: dict[tuple[str, str], str] = {}
 """Held-out cases still outside 25% (see BENCHMARKS.md): strict xfail, so a fix shows."""
 
 
