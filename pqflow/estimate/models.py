@@ -733,9 +733,9 @@ def _threshold(ctx: NodeContext) -> Features:
             continue
         row = t[k % c] if t.shape[0] > 1 else t[0]
         ths = [th for th in (int(v) for v in row) if lo < th <= hi]
-        if it.width <= ctx.device.lut_inputs:  # each output bit is one LUT of the input
+        if it.width <= ctx.device.lut_inputs:  # a ROM of the input: a LUT per output bit
             words = [sum(x >= th for th in ths) for x in range(lo, hi + 1)]
-            f.add("lut", "rom_luts", _rom_columns(words, out_w))
+            f.add("lut", "rom_luts", _rom_luts(ctx.device, len(words), _rom_columns(words, out_w)))
         else:
             f.add("lut", "cmp_bits", len(ths) * it.width)
             if len(ths) > 1:
