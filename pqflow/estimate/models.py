@@ -255,6 +255,8 @@ class _N:
         "dsp",
         "mono",
         "has_solo",
+        "summed",
+        "in_dsp",
     )
 
     def __init__(self, lo, hi, neg=False, tz=0, const=None, sig=None, uses=(), solo=False):
@@ -266,6 +268,8 @@ class _N:
         # a sum of products all of one sign, one of them ``solo``: yosys's alumacc makes it
         # one $macc, whose DSP chain ends in the P register of a solo product's block
         self.mono, self.has_solo = const is None, solo
+        self.summed = False  # an adder's output not yet registered (one $macc with its users)
+        self.in_dsp = False  # ... holding a DSP product
 
     @property
     def bits(self) -> int:
@@ -283,8 +287,12 @@ def _reg_key(sig: tuple) -> tuple:
 
 
 def _combine(a: _N, b: _N, adders: list) -> _N:
-    """As ``dense._combine``, recording the adder ``(width, effective bits, in a DSP)``:
-    an addition (not a subtraction) of a ``solo`` DSP product is the block's post-adder."""
+    """As ``dense._combine``, recording the adder ``(width, effective bits, kind)``: an
+    addition (not a subtraction) of a ``solo`` DSP product is the block's post-adder
+    (``"dsp"``); a sum holding a DSP product goes into the blocks' cascade (``"fed"``);
+    an adder reading another adder's unregistered output is part of one ``$macc``
+    (yosys's ``alumacc``), which ``maccmap`` builds as a carry-save tree (``"csa"``);
+    else a carry-chain adder (``""``)."""
     if b.const is not None and a.const is None:
         a, b = b, a
     uses = a.uses + b.uses
@@ -297,7 +305,9 @@ def _combine(a: _N, b: _N, adders: list) -> _N:
         else:
             n = _N(b.lo + c, b.hi + c, False, min(b.tz, _tz(c)), sig=("+c", b.sig, c), uses=uses)
         packed = b.solo and not b.neg
-        kind = "dsp" if packed else "fed" if b.dsp else ""
+        n.in_dsp = b.dsp or b.in_dsp
+        kind = "dsp" if packed else "fed" if n.in_dsp else "csa" if b.summed else ""
+        n.summed = True
         adders.append((n.bits, max(n.bits - max(b.tz, _tz(c)), 0), kind))
         n.preg = packed
         n.mono, n.has_solo = b.mono, b.has_solo
@@ -320,7 +330,9 @@ def _combine(a: _N, b: _N, adders: list) -> _N:
     # registers added here: a DSP48E1 multiplier reading the sum takes the adder as its
     # pre-adder and these registers as its A and D registers
     n.feed = sum(x.chain[1] for x in (a, b) if _fresh_register(x))
-    kind = "dsp" if packed else "fed" if a.dsp or b.dsp else ""
+    n.in_dsp = a.dsp or b.dsp or a.in_dsp or b.in_dsp
+    kind = "dsp" if packed else "fed" if n.in_dsp else "csa" if a.summed or b.summed else ""
+    n.summed = True
     adders.append((n.bits, max(n.bits - max(a.tz, b.tz), 0), kind))
     n.preg = packed
     return n
@@ -474,7 +486,7 @@ def unrolled_trees(
                             prods[pkey][1] = max(prods[pkey][1], n.bits - k)
                     n.chain = seen[key]
                     n.sig = ("r", level, n.sig, absorbed)
-                    n.solo = n.preg = n.dsp = n.mono = n.has_solo = False
+                    n.solo = n.preg = n.dsp = n.mono = n.has_solo = n.summed = n.in_dsp = False
                     n.uses = ()
             first = False
     roots = [t[0].bits if t and t[0].const is None else 0 for t in trees]
@@ -549,8 +561,8 @@ def _unrolled_dense(ctx: NodeContext) -> Features:
     f = Features(latency=t.latency, ii=1, dsp=dsp)
     if soft:
         f.add("lut", "softmul_bits", soft)
-    names = {"dsp": "add_dsp_bits", "fed": "add_fed_bits", "": "add_bits"}
-    for _, eff, kind in t.adders:  # in a DSP's post-adder / next to a DSP product / logic
+    names = {"dsp": "add_dsp_bits", "fed": "add_fed_bits", "csa": "add_csa_bits", "": "add_bits"}
+    for _, eff, kind in t.adders:  # see _combine
         f.add("lut", names[kind], eff)
     absorbed_by_next = _areg_elements(ctx, t)
     for bits, absorbed in t.registers:
