@@ -511,11 +511,15 @@ def _declared_range(n: _N) -> tuple[int, int]:
     return (-hi, -lo) if n.neg else (lo, hi)
 
 
-def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, float]:
-    """The DSP-mapped products of an unrolled Dense, its DSP blocks and soft-multiplier bits."""
+def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, dict[str, float]]:
+    """The DSP-mapped products of an unrolled Dense, its DSP blocks and soft-multiplier bits
+    by feature. A product one row uses goes into that row's sum (``softmul_bits``); one
+    several rows use is dearer per bit (``softmul_shared_bits``): yosys builds it once as
+    adders of its own (s904: 8 LUTs for a 7-bit x3 two rows share) or again in each row
+    (s204), so its coefficient is fitted on its own."""
     w_in, s_in = _width(ctx.in_type.dtype)
-    keys, dsp, soft = set(), 0, 0.0
-    for key, (natural, needed, _) in t.products.items():
+    keys, dsp, soft = set(), 0, {}
+    for key, (natural, needed, uses) in t.products.items():
         y = min(natural, needed) if needed else natural
         m = key[1]
         n = mul_dsp(ctx.device, w_in, s_in, m.bit_length() + s_in, s_in, y)
@@ -523,7 +527,8 @@ def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, float]:
             dsp += n
             keys.add(key)
         else:
-            soft += y * (bin(m).count("1") - 1)
+            feature = "softmul_shared_bits" if uses > 1 else "softmul_bits"
+            soft[feature] = soft.get(feature, 0.0) + y * (bin(m).count("1") - 1)
     return keys, dsp, soft
 
 
@@ -534,7 +539,7 @@ def _packs_registers(device: Device) -> bool:
     return device.family == "xilinx" and device.dsp is not None and device.dsp.name == "DSP48E1"
 
 
-def _mirror(ctx: NodeContext) -> tuple[DenseTrees, set, int, float]:
+def _mirror(ctx: NodeContext) -> tuple[DenseTrees, set, int, dict[str, float]]:
     """The trees of an unrolled Dense node with its DSP products, DSP blocks and soft bits."""
     impl, it = ctx.impl, ctx.in_type.dtype
     w, b = _effective(ctx, ctx.node)
@@ -559,8 +564,8 @@ def _unrolled_dense(ctx: NodeContext) -> Features:
     assert isinstance(impl, Unrolled)
     t, _, dsp, soft = _mirror(ctx)
     f = Features(latency=t.latency, ii=1, dsp=dsp)
-    if soft:
-        f.add("lut", "softmul_bits", soft)
+    for feature, bits in soft.items():
+        f.add("lut", feature, bits)
     names = {"dsp": "add_dsp_bits", "fed": "add_fed_bits", "csa": "add_csa_bits", "": "add_bits"}
     for _, eff, kind in t.adders:  # see _combine
         f.add("lut", names[kind], eff)
