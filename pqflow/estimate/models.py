@@ -49,6 +49,7 @@ from .device import Device, Dsp
 
 __all__ = [
     "COEFFICIENTS_PATH",
+    "SOFTMUL_PATH",
     "Features",
     "coefficient_key",
     "coefficients",
@@ -57,9 +58,11 @@ __all__ = [
     "node_model",
     "register",
     "registry",
+    "softmul_luts",
 ]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("coefficients.json")
+SOFTMUL_PATH = Path(__file__).with_name("softmul.json")
 
 
 @dataclass
@@ -103,6 +106,25 @@ def _load_coefficients(path: str) -> dict:
     if not p.exists():
         return {}
     return json.loads(p.read_text())["coefficients"]
+
+
+@cache
+def _load_softmul(path: str) -> dict:
+    p = Path(path)
+    return json.loads(p.read_text())["luts"] if p.exists() else {}
+
+
+def softmul_luts(device: Device, width: int, signed: bool, odd: int) -> float | None:
+    """LUTs yosys spends on the constant product ``x * odd`` in logic (``x`` of ``width``
+    bits), measured by synthesizing it alone (``softmul.json``, written by
+    ``python -m pqflow.estimate.calibrate --softmul``); None where nothing was measured
+    (the iCE40s: every product is in logic there, too many to tabulate)."""
+    if width <= 1:
+        return 0.0  # a 1-bit operand times a constant is wiring
+    table = _load_softmul(str(SOFTMUL_PATH)).get(device.family)
+    if table is None:
+        return None
+    return table.get(f"{width}{'s' if signed else 'u'}x{odd}")
 
 
 def coefficient_key(device: Device) -> str:
@@ -512,11 +534,16 @@ def _declared_range(n: _N) -> tuple[int, int]:
 
 
 def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, dict[str, float]]:
-    """The DSP-mapped products of an unrolled Dense, its DSP blocks and soft-multiplier bits
-    by feature. A product one row uses goes into that row's sum (``softmul_bits``); one
-    several rows use is dearer per bit (``softmul_shared_bits``): yosys builds it once as
-    adders of its own (s904: 8 LUTs for a 7-bit x3 two rows share) or again in each row
-    (s204), so its coefficient is fitted on its own."""
+    """The DSP-mapped products of an unrolled Dense, its DSP blocks and soft-multiplier
+    features. Where the product's LUTs alone were measured (``softmul_luts``: on the
+    Xilinx parts, whose DSP rule leaves only products of 2-6 bit operands in logic), the
+    feature is those LUTs (``softmul_luts``), times the share of the product's bits
+    synthesis keeps: yosys and ABC build ``x * m`` nothing like ``popcount(m) - 1`` adders
+    (a 3-bit ``x`` times 27 takes 6 LUTs, a signed 5-bit ``x`` times 3 takes 8, an
+    unsigned one 4). Elsewhere it is the product's width times the set bits of ``m`` less
+    one (``softmul_bits``). A product several rows use is its own feature
+    (``softmul_shared_luts``, ``softmul_shared_bits``): yosys builds it once as adders of
+    its own or again in each row's sum, so its coefficient is fitted on its own."""
     w_in, s_in = _width(ctx.in_type.dtype)
     keys, dsp, soft = set(), 0, {}
     for key, (natural, needed, uses) in t.products.items():
@@ -526,9 +553,14 @@ def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, dict[str, floa
         if n:
             dsp += n
             keys.add(key)
+            continue
+        shared = "_shared" if uses > 1 else ""
+        luts = softmul_luts(ctx.device, w_in, s_in, m)
+        if luts is not None:
+            feature, value = f"softmul{shared}_luts", luts * min(y / natural, 1.0)
         else:
-            feature = "softmul_shared_bits" if uses > 1 else "softmul_bits"
-            soft[feature] = soft.get(feature, 0.0) + y * (bin(m).count("1") - 1)
+            feature, value = f"softmul{shared}_bits", y * (bin(m).count("1") - 1)
+        soft[feature] = soft.get(feature, 0.0) + value
     return keys, dsp, soft
 
 

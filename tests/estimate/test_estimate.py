@@ -19,7 +19,7 @@ from pqflow.estimate import (
     estimate,
 )
 from pqflow.estimate.calibrate import CNN_HELD_OUT, HELD_OUT, TARGETS, Spec, build, build_any
-from pqflow.estimate.models import dsp_blocks, unrolled_trees
+from pqflow.estimate.models import dsp_blocks, mul_dsp, softmul_luts, unrolled_trees
 from pqflow.hwgen.design import Design, Folded, Sparse
 from pqflow.ir import BinaryDense, Bipolar, Dense, Fixed, Float, GraphBuilder, Quantize, Weight
 
@@ -46,6 +46,39 @@ def test_dsp_rule_is_yosys_mul2dsp():
     assert dsp_blocks(d, 1, False, 8, False, 9) == 0  # a 1-bit operand stays in logic
     assert dsp_blocks(d, 30, True, 10, True, 40) == 2  # split along A
     assert dsp_blocks(ICE40_UP5K.dsp, 6, True, 4, True, 10) == 0  # SB_MAC16 needs 11 bits
+
+
+def test_soft_product_table_covers_what_the_dsp_rule_leaves_in_logic():
+    """softmul.json has an entry for exactly the constant products x * m (x of 2-16 bits,
+    m odd) that the Xilinx DSP rule keeps out of a DSP; none for the iCE40s."""
+    for w in range(2, 17):
+        for signed in (True, False):
+            for m in range(3, 1 << 12, 2):
+                soft = not mul_dsp(
+                    XC7Z020, w, signed, m.bit_length() + signed, signed, w + m.bit_length()
+                )
+                assert (softmul_luts(XC7Z020, w, signed, m) is not None) == soft, (w, signed, m)
+    assert softmul_luts(XCZU3EG, 5, True, 3) == softmul_luts(XC7Z020, 5, True, 3)
+    assert softmul_luts(XC7Z020, 1, True, 27) == 0  # a 1-bit operand: wiring
+    assert softmul_luts(ICE40_HX8K, 5, True, 3) is None
+    # sign extension: a signed 5-bit x * 3 costs more than an unsigned one
+    assert softmul_luts(XC7Z020, 5, True, 3) > softmul_luts(XC7Z020, 5, False, 3)
+
+
+@pytest.mark.yosys
+@pytest.mark.parametrize(("width", "signed", "m"), [(5, True, 3), (3, False, 27)])
+def test_soft_product_table_is_what_yosys_builds(width, signed, m):
+    """A table entry is yosys's LUTs for the one-product Dense less those for x * 1."""
+    from pqflow.estimate.calibrate import _product_design
+    from pqflow.estimate.yosys import synthesize
+    from pqflow.hwgen.amaranth import generate_verilog
+
+    def luts(design):
+        v = generate_verilog(design)
+        return synthesize(v.text, v.top, "xilinx", arch=XC7Z020.yosys_arch)["lut"]
+
+    got = luts(_product_design(width, signed, m)) - luts(_product_design(width, signed, 1))
+    assert softmul_luts(XC7Z020, width, signed, m) == got
 
 
 def _graph(w, bias=None):
