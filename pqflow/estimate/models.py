@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+
 from ..hwgen.design import Folded, Sparse, Unrolled
 from ..ir import (
     Add,
@@ -924,10 +926,18 @@ def _sparse(ctx: NodeContext) -> Features:
     x_w, x_s = _width(ctx.in_type.dtype)
     wb = op.weight.dtype.width
     rb = max(1, (sw.local_rows - 1).bit_length())
+    # a row without weights: its accumulator and output register only ever load the bias,
+    # so yosys drops the bits that stay 0 and merges the rest into one FF per register set
+    w = np.asarray(op.weight.data)
+    bias = op.bias.data if op.bias is not None else [0] * sw.n_out
+    empty = {r for r in range(sw.n_out) if not w[r].any()}
+    loads = int(any(int(bias[r]) for r in empty))
     for p in range(sw.pe):
         nnz = len(sw.values[p])
         rows = len(sw.out_rows[p])
-        f.add("ff", "sparse_reg_bits", rows * acc_w)  # accumulators (loaded with the bias)
+        kept = sum(1 for r in sw.out_rows[p] if r not in empty)
+        merged = int(any(int(bias[r]) for r in sw.out_rows[p] if r in empty))
+        f.add("ff", "sparse_reg_bits", kept * acc_w + merged)  # accumulators (bias loaded)
         if not nnz:
             continue
         nd = mul_dsp(ctx.device, x_w, x_s, wb, bool(op.weight.dtype.signed), min(wb + x_w, acc_w))
@@ -950,8 +960,10 @@ def _sparse(ctx: NodeContext) -> Features:
         f.add("lut", "sparse_ctrl", live + _bits(max(sw.counts[p])) + _bits(sw.n_in))
         f.add("ff", "sparse_reg_bits", live + x_w)  # pending mask, x[col]
         f.add("ff", "valid", 1 + _bits(max(sw.counts[p])))  # in flight, step
-    f.add("ff", "sparse_reg_bits", ctx.in_type.size * x_w + sw.n_out * acc_w)  # x, out
-    f.add("ff", "sparse_reg_bits", -acc_w * len(_absorbed_by_requant(ctx, [acc_w] * sw.n_out)))
+    out = (sw.n_out - len(empty)) * acc_w + loads
+    f.add("ff", "sparse_reg_bits", ctx.in_type.size * x_w + out)  # x, out
+    absorbed = [k for k in _absorbed_by_requant(ctx, [acc_w] * sw.n_out) if k not in empty]
+    f.add("ff", "sparse_reg_bits", -acc_w * len(absorbed))
     f.add("ff", "valid", 2)
     return f
 
