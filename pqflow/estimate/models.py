@@ -113,20 +113,28 @@ def _load_coefficients(path: str) -> dict:
 @cache
 def _load_softmul(path: str) -> dict:
     p = Path(path)
-    return json.loads(p.read_text())["luts"] if p.exists() else {}
+    if not p.exists():
+        raise EstimateError(
+            f"no soft-product table {p.name}; run python -m pqflow.estimate.calibrate --softmul"
+        )
+    return json.loads(p.read_text())["luts"]
 
 
 def softmul_luts(device: Device, width: int, signed: bool, odd: int) -> float | None:
     """LUTs yosys spends on the constant product ``x * odd`` in logic (``x`` of ``width``
     bits), measured by synthesizing it alone (``softmul.json``, written by
-    ``python -m pqflow.estimate.calibrate --softmul``); None where nothing was measured
-    (the iCE40s: every product is in logic there, too many to tabulate)."""
+    ``python -m pqflow.estimate.calibrate --softmul``) for every product the family's DSP
+    rule leaves in logic at its full width. A product only the bits synthesis keeps make
+    soft (a wider ``x * odd``) is not in the table: costed as ``popcount(odd) - 1`` adders
+    of its width (no measured product takes more than 1.25 times that). None for a family
+    without a table (the iCE40s: every product is in logic there, too many to tabulate)."""
     if width <= 1:
         return 0.0  # a 1-bit operand times a constant is wiring
     table = _load_softmul(str(SOFTMUL_PATH)).get(device.family)
     if table is None:
         return None
-    return table.get(f"{width}{'s' if signed else 'u'}x{odd}")
+    got = table.get(f"{width}{'s' if signed else 'u'}x{odd}")
+    return float(got) if got is not None else (width + odd.bit_length()) * (odd.bit_count() - 1)
 
 
 def coefficient_key(device: Device) -> str:

@@ -49,21 +49,33 @@ def test_dsp_rule_is_yosys_mul2dsp():
     assert dsp_blocks(ICE40_UP5K.dsp, 6, True, 4, True, 10) == 0  # SB_MAC16 needs 11 bits
 
 
-def test_soft_product_table_covers_what_the_dsp_rule_leaves_in_logic():
+def test_soft_product_table_covers_what_the_dsp_rule_leaves_in_logic(tmp_path, monkeypatch):
     """softmul.json has an entry for exactly the constant products x * m (x of 2-16 bits,
     m odd) that the Xilinx DSP rule keeps out of a DSP; none for the iCE40s."""
+    import json
+
+    from pqflow.estimate import models
+
+    table = json.loads(models.SOFTMUL_PATH.read_text())["luts"]["xilinx"]
     for w in range(2, 17):
         for signed in (True, False):
             for m in range(3, 1 << 12, 2):
-                soft = not mul_dsp(
-                    XC7Z020, w, signed, m.bit_length() + signed, signed, w + m.bit_length()
-                )
-                assert (softmul_luts(XC7Z020, w, signed, m) is not None) == soft, (w, signed, m)
-    assert softmul_luts(XCZU3EG, 5, True, 3) == softmul_luts(XC7Z020, 5, True, 3)
+                y = w + m.bit_length()
+                soft = not mul_dsp(XC7Z020, w, signed, m.bit_length() + signed, signed, y)
+                assert (f"{w}{'s' if signed else 'u'}x{m}" in table) == soft, (w, signed, m)
+    assert softmul_luts(XC7Z020, 5, True, 3) == table["5sx3"]
+    assert softmul_luts(XCZU3EG, 5, True, 3) == table["5sx3"]
     assert softmul_luts(XC7Z020, 1, True, 27) == 0  # a 1-bit operand: wiring
     assert softmul_luts(ICE40_HX8K, 5, True, 3) is None
     # sign extension: a signed 5-bit x * 3 costs more than an unsigned one
     assert softmul_luts(XC7Z020, 5, True, 3) > softmul_luts(XC7Z020, 5, False, 3)
+    # soft only in the bits synthesis keeps: popcount(m) - 1 adders of the product's width
+    assert softmul_luts(XC7Z020, 8, True, 11) == (8 + 4) * 2
+    models._load_softmul.cache_clear()
+    monkeypatch.setattr(models, "SOFTMUL_PATH", tmp_path / "softmul.json")
+    with pytest.raises(EstimateError, match="calibrate --softmul"):
+        softmul_luts(XC7Z020, 5, True, 3)
+    models._load_softmul.cache_clear()
 
 
 @pytest.mark.yosys
