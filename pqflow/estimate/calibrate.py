@@ -546,20 +546,19 @@ def softmul_table(device: Device = XC7Z020, jobs: int = 1) -> dict[str, int]:
         v = generate_verilog(design)
         return synthesize(v.text, v.top, device.family, arch=device.yosys_arch)["lut"]
 
-    items = [
+    soft = [
         (w, sg, m)
         for w in range(2, 17)
         for sg in (True, False)
-        for m in range(1, 1 << 12, 2)
-        if m == 1 or not mul_dsp(device, w, sg, m.bit_length() + sg, sg, w + m.bit_length())
+        for m in range(3, 1 << 12, 2)
+        if not mul_dsp(device, w, sg, m.bit_length() + sg, sg, w + m.bit_length())
     ]
+    items = sorted({(w, sg, 1) for w, sg, _ in soft}) + soft  # x * 1: the baselines
     with ThreadPoolExecutor(jobs) as ex:
-        got = list(ex.map(lambda it: luts(_product_design(*it)), items))
-    base = {(w, sg): n for (w, sg, m), n in zip(items, got, strict=True) if m == 1}
+        got = dict(zip(items, ex.map(lambda it: luts(_product_design(*it)), items), strict=True))
     return {
-        f"{w}{'s' if sg else 'u'}x{m}": max(n - base[(w, sg)], 0)
-        for (w, sg, m), n in zip(items, got, strict=True)
-        if m > 1
+        f"{w}{'s' if sg else 'u'}x{m}": max(got[(w, sg, m)] - got[(w, sg, 1)], 0)
+        for w, sg, m in soft
     }
 
 

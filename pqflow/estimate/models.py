@@ -545,15 +545,12 @@ def _declared_range(n: _N) -> tuple[int, int]:
 
 def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, dict[str, float]]:
     """The DSP-mapped products of an unrolled Dense, its DSP blocks and soft-multiplier
-    features. Where the product's LUTs alone were measured (``softmul_luts``: on the
-    Xilinx parts, whose DSP rule leaves only products of 2-6 bit operands in logic), the
-    feature is those LUTs (``softmul_luts``), times the share of the product's bits
-    synthesis keeps: yosys and ABC build ``x * m`` nothing like ``popcount(m) - 1`` adders
-    (a 3-bit ``x`` times 27 takes 6 LUTs, a signed 5-bit ``x`` times 3 takes 8, an
-    unsigned one 4). Elsewhere it is the product's width times the set bits of ``m`` less
-    one (``softmul_bits``). A product several rows use is its own feature
-    (``softmul_shared_luts``, ``softmul_shared_bits``): yosys builds it once as adders of
-    its own or again in each row's sum, so its coefficient is fitted on its own."""
+    features: on a family with a measured table (:func:`softmul_luts`; yosys and ABC build
+    ``x * m`` nothing like ``popcount(m) - 1`` adders) the product's LUTs times the share
+    of its bits synthesis keeps (``softmul_luts``), elsewhere its width times the set bits
+    of ``m`` less one (``softmul_bits``). A product several rows use is its own feature
+    (``softmul_shared_*``): yosys builds it once as adders of its own or again in each
+    row's sum, so its coefficient is fitted on its own."""
     w_in, s_in = _width(ctx.in_type.dtype)
     keys, dsp, soft = set(), 0, {}
     for key, (natural, needed, uses) in t.products.items():
@@ -569,7 +566,7 @@ def _dsp_keys(ctx: NodeContext, t: DenseTrees) -> tuple[set, int, dict[str, floa
         if luts is not None:
             feature, value = f"softmul{shared}_luts", luts * min(y / natural, 1.0)
         else:
-            feature, value = f"softmul{shared}_bits", y * (bin(m).count("1") - 1)
+            feature, value = f"softmul{shared}_bits", y * (m.bit_count() - 1)
         soft[feature] = soft.get(feature, 0.0) + value
     return keys, dsp, soft
 
