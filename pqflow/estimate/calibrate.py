@@ -46,7 +46,13 @@ from ..ir import (
     Weight,
 )
 from .device import ICE40_HX8K, XC7Z020, XCZU3EG, Device
-from .models import COEFFICIENTS_PATH, SOFTMUL_PATH, _load_softmul, coefficient_key
+from .models import (
+    COEFFICIENTS_PATH,
+    SOFTMUL_PATH,
+    _load_softmul,
+    coefficient_key,
+    softmul_key,
+)
 
 __all__ = [
     "CALIBRATION",
@@ -527,7 +533,7 @@ def summarize(table: list[dict]) -> dict:
 
 def _product_design(width: int, signed: bool, m: int) -> Design:
     """An unrolled Dense of one weight ``m`` on one ``width``-bit input: ``x * m``."""
-    b = GraphBuilder(f"softmul_{width}{'s' if signed else 'u'}x{m}")
+    b = GraphBuilder(f"softmul_{softmul_key(width, signed, m)}")
     v = b.add(Quantize(Fixed(width, width - 1, signed)), b.input("x", Float(), (1,)))
     wt = Fixed(m.bit_length() + 1, m.bit_length(), True)
     v = b.add(Dense(Weight(np.array([[m]]), wt)), v, name="fc")
@@ -556,10 +562,7 @@ def softmul_table(device: Device = XC7Z020, jobs: int = 1) -> dict[str, int]:
     items = sorted({(w, sg, 1) for w, sg, _ in soft}) + soft  # x * 1: the baselines
     with ThreadPoolExecutor(jobs) as ex:
         got = dict(zip(items, ex.map(lambda it: luts(_product_design(*it)), items), strict=True))
-    return {
-        f"{w}{'s' if sg else 'u'}x{m}": max(got[(w, sg, m)] - got[(w, sg, 1)], 0)
-        for w, sg, m in soft
-    }
+    return {softmul_key(w, sg, m): max(got[(w, sg, m)] - got[(w, sg, 1)], 0) for w, sg, m in soft}
 
 
 def main(argv: list[str] | None = None) -> int:

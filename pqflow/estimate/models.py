@@ -48,6 +48,7 @@ from ..ir import (
 )
 from .core import EstimateError, NodeContext, NodeEstimate
 from .device import Device, Dsp
+from .liveness import _bias
 
 __all__ = [
     "COEFFICIENTS_PATH",
@@ -60,6 +61,7 @@ __all__ = [
     "node_model",
     "register",
     "registry",
+    "softmul_key",
     "softmul_luts",
 ]
 
@@ -120,6 +122,11 @@ def _load_softmul(path: str) -> dict:
     return json.loads(p.read_text())["luts"]
 
 
+def softmul_key(width: int, signed: bool, odd: int) -> str:
+    """The ``softmul.json`` key of ``x * odd`` for a ``width``-bit ``x``: ``"5sx3"``."""
+    return f"{width}{'s' if signed else 'u'}x{odd}"
+
+
 def softmul_luts(device: Device, width: int, signed: bool, odd: int) -> float | None:
     """LUTs yosys spends on the constant product ``x * odd`` in logic (``x`` of ``width``
     bits), measured by synthesizing it alone (``softmul.json``, written by
@@ -133,7 +140,7 @@ def softmul_luts(device: Device, width: int, signed: bool, odd: int) -> float | 
     table = _load_softmul(str(SOFTMUL_PATH)).get(device.family)
     if table is None:
         return None
-    got = table.get(f"{width}{'s' if signed else 'u'}x{odd}")
+    got = table.get(softmul_key(width, signed, odd))
     return float(got) if got is not None else (width + odd.bit_length()) * (odd.bit_count() - 1)
 
 
@@ -933,8 +940,7 @@ def _sparse(ctx: NodeContext) -> Features:
     rb = max(1, (sw.local_rows - 1).bit_length())
     # a row without weights: its accumulator and output register only ever load the bias,
     # so yosys drops the bits that stay 0 and merges the rest into one FF per register set
-    w = np.asarray(op.weight.data)
-    bias = op.bias.data if op.bias is not None else [0] * sw.n_out
+    w, bias = np.asarray(op.weight.data), _bias(op)
     empty = {r for r in range(sw.n_out) if not w[r].any()}
     loads = int(any(int(bias[r]) for r in empty))
     for p in range(sw.pe):
