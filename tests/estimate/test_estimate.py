@@ -221,20 +221,15 @@ def test_latency_and_ii_are_the_rtl_ones(spec):
         assert e.ii == v.cycles_per_vector
 
 
-KNOWN_MISSES: dict[tuple[str, str], str] = {}
-"""Held-out cases still outside 25% (see BENCHMARKS.md): strict xfail, so a fix shows."""
-
-
-def _held_out_params():
-    for spec in YOSYS_HELD_OUT:
-        for target in sorted(TARGETS):
-            miss = KNOWN_MISSES.get((spec.name, target))
-            marks = [pytest.mark.xfail(reason=miss, strict=True)] if miss else []
-            yield pytest.param(spec, target, id=f"{spec.name}-{target}", marks=marks)
-
-
 @pytest.mark.yosys
-@pytest.mark.parametrize(("spec", "target"), list(_held_out_params()))
+@pytest.mark.parametrize(
+    ("spec", "target"),
+    [
+        pytest.param(spec, target, id=f"{spec.name}-{target}")
+        for spec in YOSYS_HELD_OUT
+        for target in sorted(TARGETS)
+    ],
+)
 def test_held_out_within_25_percent_of_yosys(spec, target: str):
     """DSP and BRAM exact, LUT and FF within 25% of yosys, on held-out designs."""
     r, e = _synth(spec, target)
